@@ -1,0 +1,89 @@
+//! vigil-agent: runs assigned probes on a precise schedule and streams every result to the
+//! federator, keeping what is not yet acknowledged.
+
+pub mod client;
+pub mod metrics;
+pub mod outbox;
+pub mod probe;
+pub mod runtime;
+pub mod scheduler;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use scheduler::Identity;
+
+/// Everything an agent needs to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// `http://host:port` of the federator's gRPC listener.
+    pub federator: String,
+    pub identity: Identity,
+    /// Serve `/metrics` and `/healthz` here; `None` = no HTTP server (in-process agent).
+    pub listen: Option<SocketAddr>,
+    /// Most runs going at once.
+    pub max_in_flight: usize,
+    /// Most unacknowledged results kept; beyond it the oldest are dropped and counted.
+    pub buffer_results: usize,
+    /// How long to keep sending unacknowledged results after a stop signal.
+    pub drain_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "cannot listen on {addr} for the agent's HTTP endpoint: {source}; pass another --listen address"
+    )]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A random agent id for this process: `<node>-<8 hex digits>`. Seq restarts with a new id.
+pub fn fresh_agent_id(node: &str) -> String {
+    format!("{node}-{:08x}", rand::random::<u32>())
+}
+
+/// Runs the agent until `cancel`; returns after draining (or the grace period).
+pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = config.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Listen { addr, source })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %local, "agent HTTP listening");
+        let app = server::router(Arc::clone(&metrics));
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+    }
+    let outbox = Arc::new(outbox::Outbox::new(config.buffer_results));
+    let schedule_stop = cancel.child_token();
+    let scheduler = scheduler::spawn(
+        config.identity.clone(),
+        Arc::clone(&outbox),
+        Arc::clone(&metrics),
+        config.max_in_flight,
+        schedule_stop.clone(),
+    );
+    tracing::info!(agent = %config.identity.agent_id, node = %config.identity.node, federator = %config.federator, "agent starting");
+    let client = client::Client {
+        url: config.federator.clone(),
+        identity: config.identity,
+        outbox,
+        scheduler,
+        metrics,
+    };
+    client.run(cancel, config.drain_grace).await;
+    Ok(())
+}

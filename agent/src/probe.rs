@@ -1,0 +1,143 @@
+//! Probes: one kind per file, behind one small trait. A probe never knows about intervals,
+//! retries or timeouts; the scheduler owns time and wraps every attempt in its timeout.
+
+pub mod http;
+pub mod tcp;
+pub mod tls_client;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use vigil_proto::{CheckSpec, check_spec};
+
+/// The probe kinds this agent runs, as advertised in Hello (`probe/<kind>`).
+pub const KINDS: &[&str] = &["http", "tcp"];
+
+/// What one attempt found, before the scheduler turns it into a result.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Success,
+    /// The target answered wrongly or not at all (refused, bad status, no match).
+    Failure(String),
+    /// The probe could not be carried out as configured (bad TLS material, unsupported kind).
+    Error(String),
+}
+
+/// One attempt in progress: the probe notes its current phase (so a timeout can say where it
+/// stopped) and the details and measurements it has so far.
+#[derive(Default)]
+pub struct Attempt {
+    inner: Mutex<AttemptNotes>,
+}
+
+#[derive(Default, Debug, Clone)]
+pub struct AttemptNotes {
+    pub phase: &'static str,
+    pub details: BTreeMap<String, String>,
+    pub values: BTreeMap<String, f64>,
+}
+
+impl Attempt {
+    pub fn phase(&self, phase: &'static str) {
+        self.inner.lock().unwrap().phase = phase;
+    }
+
+    pub fn detail(&self, key: &str, value: impl Into<String>) {
+        self.inner
+            .lock()
+            .unwrap()
+            .details
+            .insert(key.to_owned(), value.into());
+    }
+
+    pub fn value(&self, key: &str, value: f64) {
+        self.inner
+            .lock()
+            .unwrap()
+            .values
+            .insert(key.to_owned(), value);
+    }
+
+    pub fn notes(&self) -> AttemptNotes {
+        self.inner.lock().unwrap().clone()
+    }
+}
+
+/// A check's probe, built once per assignment and run once per attempt.
+pub trait Probe: Send + Sync {
+    fn run<'a>(&'a self, attempt: &'a Attempt) -> BoxFuture<'a, Verdict>;
+}
+
+/// Builds the probe for a spec, compiling what can be compiled once (regexes, TLS config).
+pub fn build(spec: &CheckSpec) -> Result<Arc<dyn Probe>, String> {
+    match &spec.probe {
+        Some(check_spec::Probe::Http(p)) => Ok(Arc::new(http::HttpProbe::new(p)?)),
+        Some(check_spec::Probe::Tcp(p)) => Ok(Arc::new(tcp::TcpProbe::new(p)?)),
+        Some(other) => Err(format!(
+            "this agent (version {}) cannot run {} probes",
+            env!("CARGO_PKG_VERSION"),
+            other.kind()
+        )),
+        None => Err("the check has no probe".to_owned()),
+    }
+}
+
+/// Capabilities for Hello.
+pub fn capabilities() -> Vec<String> {
+    KINDS.iter().map(|k| format!("probe/{k}")).collect()
+}
+
+/// A readable cause from an I/O error (`connection refused`, not `Os { code: 111, .. }`).
+pub fn io_cause(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset by peer".into(),
+        std::io::ErrorKind::UnexpectedEof => "connection closed by peer".into(),
+        _ => {
+            let text = e.to_string();
+            text.split(" (os error")
+                .next()
+                .unwrap_or(&text)
+                .to_lowercase()
+        }
+    }
+}
+
+/// Which address family a host name may resolve to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpPreference {
+    Any,
+    V4,
+    V6,
+}
+
+/// Resolves `host` (a name or an IP literal, IPv6 with or without brackets) to one address.
+pub async fn resolve(host: &str, port: u16, pref: IpPreference) -> Result<SocketAddr, String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("DNS lookup of {host} failed: {}", io_cause(&e)))?;
+    let mut any = None;
+    for a in addrs {
+        match pref {
+            IpPreference::Any => return Ok(a),
+            IpPreference::V4 if a.is_ipv4() => return Ok(a),
+            IpPreference::V6 if a.is_ipv6() => return Ok(a),
+            _ => any = any.or(Some(a)),
+        }
+    }
+    Err(match (pref, any) {
+        (IpPreference::V4, Some(_)) => {
+            format!("DNS lookup of {host} found no IPv4 address (ipPreference ip4)")
+        }
+        (IpPreference::V6, Some(_)) => {
+            format!("DNS lookup of {host} found no IPv6 address (ipPreference ip6)")
+        }
+        _ => format!("DNS lookup of {host} found no address"),
+    })
+}

@@ -1,0 +1,221 @@
+//! Builds and runs the federator in `local` and `serve` modes: checks from a folder, results to
+//! a JSON-lines file, gRPC for agents, HTTP for people and Prometheus.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use vigil_proto::{MAX_MESSAGE_BYTES, federator_server::FederatorServer};
+
+use crate::api::{Api, Readiness};
+use crate::grpc::FederatorService;
+use crate::hub::Hub;
+use crate::loader;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::sink::{Sink, jsonl::JsonlSink};
+use crate::state::State;
+
+/// How often the checks folder is looked at for changes.
+const RESCAN_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub checks: PathBuf,
+    pub listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    pub results: PathBuf,
+    pub cluster: String,
+    /// Run an agent for this machine inside the process (`local` mode).
+    pub embedded_agent: bool,
+    pub node: String,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Checks(#[from] loader::ReadDirError),
+    #[error("cannot open the results file: {0}; pass a writable path with --results")]
+    Results(#[source] crate::sink::SinkError),
+    #[error("cannot listen on {addr} for {what}: {source}; pass another address with {flag}")]
+    Listen {
+        what: &'static str,
+        flag: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the gRPC server failed: {0}")]
+    Grpc(#[source] tonic::transport::Error),
+}
+
+/// Runs until `cancel`, then drains within the grace period.
+pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(State::default());
+    let hub = Arc::new(Hub::new(Arc::clone(&state), Arc::clone(&metrics)));
+    let readiness = Arc::new(Readiness::default());
+
+    let loaded = loader::load_dir(&opts.checks)?;
+    report_load(&opts, &loaded);
+    hub.set_checks(loaded.checks, loaded.errors);
+
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(
+        JsonlSink::open(&opts.results).map_err(StartError::Results)?,
+    )];
+    let tracker = TaskTracker::new();
+    let sink_stop = CancellationToken::new();
+    let pipeline = Pipeline::start(sinks, Arc::clone(&metrics), &tracker, sink_stop.clone());
+
+    let grpc_listener = bind(opts.grpc_listen, "gRPC", "--grpc-listen").await?;
+    let http_listener = bind(opts.listen, "HTTP", "--listen").await?;
+    let grpc_addr = grpc_listener.local_addr().unwrap_or(opts.grpc_listen);
+    let http_addr = http_listener.local_addr().unwrap_or(opts.listen);
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, results = %opts.results.display(), checks = %opts.checks.display(), "federator listening");
+
+    let service = FederatorService::new(
+        Arc::clone(&hub),
+        Arc::clone(&state),
+        pipeline,
+        Arc::clone(&metrics),
+        opts.cluster.clone(),
+    );
+    let grpc_stop = cancel.clone();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(
+                FederatorServer::new(service)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                grpc_stop.cancelled().await
+            }),
+    );
+
+    let app = crate::api::router(Api {
+        hub: Arc::clone(&hub),
+        state,
+        metrics,
+        readiness,
+    });
+    let http_stop = cancel.clone();
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    tracker.spawn(watch_checks(opts.clone(), Arc::clone(&hub), cancel.clone()));
+
+    let agent_stop = CancellationToken::new();
+    let agent = opts.embedded_agent.then(|| {
+        let config = vigil_agent::AgentConfig {
+            federator: format!("http://{grpc_addr}"),
+            identity: vigil_agent::Identity {
+                agent_id: vigil_agent::fresh_agent_id(&opts.node),
+                node: opts.node.clone(),
+                cluster: opts.cluster.clone(),
+            },
+            listen: None,
+            max_in_flight: 512,
+            buffer_results: 100_000,
+            drain_grace: opts.shutdown_grace,
+        };
+        tokio::spawn(vigil_agent::run(config, agent_stop.clone()))
+    });
+
+    cancel.cancelled().await;
+    // Stop order: the embedded agent drains into us first, then the servers, then the sinks.
+    if let Some(agent) = agent {
+        agent_stop.cancel();
+        let _ = tokio::time::timeout(opts.shutdown_grace, agent).await;
+    }
+    match tokio::time::timeout(opts.shutdown_grace, grpc).await {
+        Ok(Ok(Err(e))) => return Err(StartError::Grpc(e)),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("gRPC streams still open after the grace period"),
+    }
+    sink_stop.cancel();
+    tracker.close();
+    if tokio::time::timeout(opts.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "sinks did not finish within the grace period; agents will resend what was not acknowledged"
+        );
+    }
+    tracing::info!("federator stopped");
+    Ok(())
+}
+
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            what,
+            flag,
+            addr,
+            source,
+        })
+}
+
+fn report_load(opts: &Options, loaded: &loader::Loaded) {
+    for e in &loaded.errors {
+        tracing::error!("{e}");
+    }
+    tracing::info!(checks = loaded.checks.len(), refused = loaded.errors.len(), folder = %opts.checks.display(), "checks loaded");
+}
+
+/// Reloads the folder when any file in it changes (name, size or modification time).
+async fn watch_checks(opts: Options, hub: Arc<Hub>, cancel: CancellationToken) {
+    let mut seen = fingerprint(&opts.checks);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(RESCAN_EVERY) => {}
+        }
+        let now = fingerprint(&opts.checks);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match loader::load_dir(&opts.checks) {
+            Ok(loaded) => {
+                report_load(&opts, &loaded);
+                hub.set_checks(loaded.checks, loaded.errors);
+            }
+            Err(e) => tracing::error!("{e}; keeping the checks loaded before"),
+        }
+    }
+}
+
+fn fingerprint(dir: &std::path::Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.len(), m.modified().ok()))
+        })
+        .collect();
+    v.sort();
+    v
+}

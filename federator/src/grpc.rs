@@ -1,0 +1,393 @@
+//! The `vigil.v1.Federator` gRPC service: agent streams, one-shot reports, dedup and acks.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use vigil_proto::{
+    Ack, AgentMessage, FederatorMessage, Hello, MAX_BATCH_RESULTS, ProbeResult, ResultBatch,
+    agent_message, federator_message::Msg, federator_server::Federator,
+};
+
+use crate::hub::{Hub, Outbound, now_unix_nanos};
+use crate::metrics::Metrics;
+use crate::pipeline::{Durable, Pipeline};
+use crate::placement::AgentInfo;
+use crate::state::{Health, State};
+
+/// How long a new stream may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches awaiting durability per stream before reading from it pauses (flow control).
+const ACKS_IN_FLIGHT: usize = 32;
+
+/// Per agent id: the highest seq handed to the pipeline, and the highest seq durable.
+struct Ledger {
+    submitted: tokio::sync::Mutex<u64>,
+    durable: watch::Sender<u64>,
+}
+
+impl Ledger {
+    fn new(acked: u64) -> Self {
+        Self {
+            submitted: tokio::sync::Mutex::new(acked),
+            durable: watch::Sender::new(acked),
+        }
+    }
+
+    fn mark_durable(&self, seq: u64) {
+        self.durable.send_if_modified(|d| {
+            let advanced = seq > *d;
+            *d = (*d).max(seq);
+            advanced
+        });
+    }
+}
+
+#[derive(Clone)]
+pub struct FederatorService {
+    hub: Arc<Hub>,
+    state: Arc<State>,
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    ledgers: Arc<Mutex<HashMap<String, Arc<Ledger>>>>,
+    cluster: String,
+}
+
+impl FederatorService {
+    pub fn new(
+        hub: Arc<Hub>,
+        state: Arc<State>,
+        pipeline: Pipeline,
+        metrics: Arc<Metrics>,
+        cluster: String,
+    ) -> Self {
+        Self {
+            hub,
+            state,
+            pipeline,
+            metrics,
+            ledgers: Arc::default(),
+            cluster,
+        }
+    }
+
+    fn ledger(&self, agent_id: &str, acked: u64) -> Arc<Ledger> {
+        let mut ledgers = self.ledgers.lock().unwrap();
+        let ledger = ledgers
+            .entry(agent_id.to_owned())
+            .or_insert_with(|| Arc::new(Ledger::new(acked)));
+        Arc::clone(ledger)
+    }
+
+    fn reject(&self, reason: &'static str, status: Status) -> Status {
+        self.metrics
+            .results_rejected
+            .with_label_values(&[reason])
+            .inc();
+        status
+    }
+
+    /// Checks a batch from `agent_id`, stamps identity and scope on it, folds it into the state,
+    /// and hands the results not yet taken to the pipeline. Returns the seq to acknowledge and
+    /// when it is durable.
+    async fn ingest(
+        &self,
+        agent_id: &str,
+        node: &str,
+        cluster: &str,
+        ledger: &Arc<Ledger>,
+        last_seq: &mut u64,
+        mut results: Vec<ProbeResult>,
+    ) -> Result<(u64, Durable), Status> {
+        if results.len() > MAX_BATCH_RESULTS {
+            return Err(self.reject(
+                "batch_too_large",
+                Status::out_of_range(format!(
+                    "a ResultBatch holds at most {MAX_BATCH_RESULTS} results; this one held {}",
+                    results.len()
+                )),
+            ));
+        }
+        for r in &mut results {
+            if r.seq <= *last_seq {
+                return Err(self.reject(
+                    "seq_backwards",
+                    Status::invalid_argument(format!(
+                        "result seq must increase on a stream: got {} after {}",
+                        r.seq, *last_seq
+                    )),
+                ));
+            }
+            *last_seq = r.seq;
+            r.agent_id = agent_id.to_owned();
+            if !node.is_empty() {
+                r.node = node.to_owned();
+            }
+            r.cluster = cluster.to_owned();
+        }
+        let Some(ack_seq) = results.last().map(|r| r.seq) else {
+            let durable = *ledger.durable.borrow();
+            return Ok((durable, Box::pin(async { Ok(()) })));
+        };
+        self.metrics
+            .results_received
+            .with_label_values(&[agent_id])
+            .inc_by(results.len() as u64);
+
+        let mut submitted = ledger.submitted.lock().await;
+        let before = results.len();
+        results.retain(|r| r.seq > *submitted);
+        let duplicates = before - results.len();
+        if duplicates > 0 {
+            self.metrics
+                .results_deduplicated
+                .with_label_values(&[agent_id])
+                .inc_by(duplicates as u64);
+        }
+        if results.is_empty() {
+            drop(submitted);
+            let mut durable = ledger.durable.subscribe();
+            return Ok((
+                ack_seq,
+                Box::pin(async move {
+                    durable
+                        .wait_for(|d| *d >= ack_seq)
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| crate::pipeline::Stopped)
+                }),
+            ));
+        }
+        for r in &mut results {
+            if let Some(t) = self.state.apply(r) {
+                let (ns, name) = t.key.check.split_once('/').unwrap_or(("", &t.key.check));
+                let labels = [
+                    name,
+                    ns,
+                    t.key.target.as_str(),
+                    t.key.cluster.as_str(),
+                    t.key.node.as_str(),
+                ];
+                self.metrics
+                    .check_up
+                    .with_label_values(&labels)
+                    .set(match t.to {
+                        Health::Healthy => 1,
+                        Health::Failing => 0,
+                        Health::Unknown => -1,
+                    });
+                tracing::info!(check = %t.key.check, target = %t.key.target, node = %t.key.node, from = ?t.from, to = ?t.to, reason = %t.reason, "check state changed");
+            }
+        }
+        *submitted = ack_seq;
+        let written = self.pipeline.submit(Arc::new(results)).await;
+        drop(submitted);
+        let ledger = Arc::clone(ledger);
+        let durable: Durable = Box::pin(async move {
+            written.await?;
+            ledger.mark_durable(ack_seq);
+            Ok(())
+        });
+        Ok((ack_seq, durable))
+    }
+}
+
+type ConnectStream = Pin<Box<dyn Stream<Item = Result<FederatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Federator for FederatorService {
+    type ConnectStream = ConnectStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<ConnectStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10s of opening Connect"))??;
+        let hello = match first.and_then(|m| m.msg) {
+            Some(agent_message::Msg::Hello(h)) => h,
+            _ => {
+                return Err(self.reject(
+                    "no_hello",
+                    Status::invalid_argument("the first message on Connect must be Hello"),
+                ));
+            }
+        };
+        validate_hello(&hello).map_err(|s| self.reject("bad_hello", s))?;
+        let cluster = if hello.cluster.is_empty() {
+            self.cluster.clone()
+        } else {
+            hello.cluster.clone()
+        };
+        let (tx, rx) = mpsc::channel(ACKS_IN_FLIGHT + 8);
+        let ledger = self.ledger(&hello.agent_id, hello.last_acked_seq);
+        {
+            // A restarted federator learns the agent's acknowledged position from Hello.
+            let mut submitted = ledger.submitted.lock().await;
+            *submitted = (*submitted).max(hello.last_acked_seq);
+            ledger.mark_durable(hello.last_acked_seq);
+        }
+        let info = AgentInfo {
+            agent_id: hello.agent_id.clone(),
+            node: hello.node.clone(),
+            node_labels: Default::default(),
+            capabilities: hello.capabilities.clone(),
+        };
+        let (conn_id, replaced) = self.hub.register(info, cluster.clone(), tx.clone());
+        tracing::info!(agent = %hello.agent_id, node = %hello.node, %cluster, last_acked = hello.last_acked_seq, "agent connected");
+
+        let (ack_tx, ack_rx) = mpsc::channel::<(u64, usize, Durable)>(ACKS_IN_FLIGHT);
+        tokio::spawn(send_acks(
+            ack_rx,
+            tx.clone(),
+            Arc::clone(&self.metrics),
+            hello.agent_id.clone(),
+        ));
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut last_seq = hello.last_acked_seq;
+            let end: Option<Status> = loop {
+                let msg = tokio::select! {
+                    m = inbound.message() => m,
+                    () = replaced.cancelled() => break Some(Status::aborted("replaced by a newer stream of the same agent")),
+                };
+                let batch = match msg {
+                    Ok(Some(AgentMessage {
+                        msg: Some(agent_message::Msg::Results(b)),
+                    })) => b,
+                    Ok(Some(AgentMessage {
+                        msg: Some(agent_message::Msg::Hello(_)),
+                    })) => {
+                        break Some(svc.reject(
+                            "second_hello",
+                            Status::invalid_argument("Hello may only be sent once per stream"),
+                        ));
+                    }
+                    Ok(Some(AgentMessage { msg: None })) => {
+                        break Some(svc.reject(
+                            "empty_message",
+                            Status::invalid_argument("AgentMessage without a message"),
+                        ));
+                    }
+                    Ok(None) => break None,
+                    Err(status) => {
+                        tracing::info!(agent = %hello.agent_id, %status, "agent stream ended");
+                        break None;
+                    }
+                };
+                let count = batch.results.len();
+                match svc
+                    .ingest(
+                        &hello.agent_id,
+                        &hello.node,
+                        &cluster,
+                        &ledger,
+                        &mut last_seq,
+                        batch.results,
+                    )
+                    .await
+                {
+                    Ok((seq, durable)) => {
+                        if ack_tx.send((seq, count, durable)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Err(status) => break Some(status),
+                }
+            };
+            if let Some(status) = end {
+                tracing::warn!(agent = %hello.agent_id, %status, "closing agent stream");
+                let _ = tx.send(Err(status)).await;
+            }
+            svc.hub.unregister(&hello.agent_id, conn_id);
+            tracing::info!(agent = %hello.agent_id, "agent disconnected");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report(&self, request: Request<ResultBatch>) -> Result<Response<Ack>, Status> {
+        let batch = request.into_inner();
+        if batch.agent_id.is_empty() {
+            return Err(self.reject(
+                "bad_report",
+                Status::invalid_argument("ResultBatch.agent_id is required on Report"),
+            ));
+        }
+        let ledger = self.ledger(&batch.agent_id, 0);
+        let node = batch
+            .results
+            .first()
+            .map(|r| r.node.clone())
+            .unwrap_or_default();
+        let mut last_seq = 0;
+        let (seq, durable) = self
+            .ingest(
+                &batch.agent_id,
+                &node,
+                &self.cluster,
+                &ledger,
+                &mut last_seq,
+                batch.results,
+            )
+            .await?;
+        durable
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(Ack {
+            seq,
+            federator_unix_nanos: now_unix_nanos(),
+        }))
+    }
+}
+
+/// Sends Acks in stream order, each once its batch is durable.
+async fn send_acks(
+    mut rx: mpsc::Receiver<(u64, usize, Durable)>,
+    tx: Outbound,
+    metrics: Arc<Metrics>,
+    agent: String,
+) {
+    while let Some((seq, count, durable)) = rx.recv().await {
+        if durable.await.is_err() {
+            return;
+        }
+        metrics
+            .results_acked
+            .with_label_values(&[&agent])
+            .inc_by(count as u64);
+        let ack = FederatorMessage {
+            msg: Some(Msg::Ack(Ack {
+                seq,
+                federator_unix_nanos: now_unix_nanos(),
+            })),
+        };
+        if tx.send(Ok(ack)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn validate_hello(h: &Hello) -> Result<(), Status> {
+    let field = |name: &str, value: &str| {
+        if value.is_empty() || value.len() > 253 || value.chars().any(char::is_control) {
+            Err(Status::invalid_argument(format!(
+                "Hello.{name} must be 1-253 printable characters (got {value:?})"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    field("agent_id", &h.agent_id)?;
+    field("node", &h.node)?;
+    if !h.cluster.is_empty() {
+        field("cluster", &h.cluster)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! The connected agents and the checks they run: placement is recomputed whenever either
+//! changes, and each agent whose list changed gets a new Assignment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use vigil_proto::{Assignment, CheckSpec, FederatorMessage, federator_message::Msg};
+
+use crate::loader::{LoadError, LoadedCheck};
+use crate::metrics::Metrics;
+use crate::placement::{AgentInfo, Placeable, Plan, place};
+use crate::resource::HealthCheck;
+use crate::spec::check_spec;
+use crate::state::{CheckRules, State};
+
+pub type Outbound = mpsc::Sender<Result<FederatorMessage, Status>>;
+
+/// A check as the API shows it.
+#[derive(Clone, Debug)]
+pub struct CheckDef {
+    pub check: HealthCheck,
+    pub spec: CheckSpec,
+    /// `file doc N` in local and serve modes.
+    pub source: String,
+}
+
+struct Conn {
+    info: AgentInfo,
+    conn_id: u64,
+    tx: Outbound,
+    cancel: CancellationToken,
+    assigned: Vec<(String, String, u64)>,
+    sent_once: bool,
+    cluster: String,
+    connected_unix_nanos: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    checks: Vec<CheckDef>,
+    load_errors: Vec<LoadError>,
+    agents: HashMap<String, Conn>,
+    plan: Plan,
+    generation: u64,
+    next_conn: u64,
+}
+
+/// An agent as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub node: String,
+    pub cluster: String,
+    pub capabilities: Vec<String>,
+    pub checks: usize,
+    pub connected_unix_nanos: i64,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    state: Arc<State>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(state: Arc<State>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            state,
+            metrics,
+        }
+    }
+
+    /// Replaces the checks (and the load errors to show beside them) and re-places.
+    pub fn set_checks(&self, loaded: Vec<LoadedCheck>, errors: Vec<LoadError>) {
+        let defs: Vec<CheckDef> = loaded
+            .into_iter()
+            .map(|l| CheckDef {
+                spec: check_spec(&l.check),
+                source: format!("{} doc {}", l.file.display(), l.doc),
+                check: l.check,
+            })
+            .collect();
+        self.state.set_rules(defs.iter().map(|d| {
+            let s = &d.check.spec;
+            (
+                d.spec.id.clone(),
+                CheckRules {
+                    failure_threshold: s.failure_threshold,
+                    success_threshold: s.success_threshold,
+                    node_scoped: s.placement.node_scoped(),
+                },
+            )
+        }));
+        self.metrics
+            .config_errors
+            .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+        let mut inner = self.inner.lock().unwrap();
+        inner.checks = defs;
+        inner.load_errors = errors;
+        self.replan(&mut inner);
+    }
+
+    /// Registers a connected agent, closing an older stream of the same agent id.
+    /// Returns the connection id and a token cancelled when this stream is replaced.
+    pub fn register(
+        &self,
+        info: AgentInfo,
+        cluster: String,
+        tx: Outbound,
+    ) -> (u64, CancellationToken) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next_conn += 1;
+        let conn_id = inner.next_conn;
+        let cancel = CancellationToken::new();
+        let conn = Conn {
+            info,
+            conn_id,
+            tx,
+            cancel: cancel.clone(),
+            assigned: Vec::new(),
+            sent_once: false,
+            cluster,
+            connected_unix_nanos: now_unix_nanos(),
+        };
+        if let Some(old) = inner.agents.insert(conn.info.agent_id.clone(), conn) {
+            tracing::info!(agent = %old.info.agent_id, "agent reconnected; closing its older stream");
+            old.cancel.cancel();
+        }
+        self.metrics
+            .agents_connected
+            .set(i64::try_from(inner.agents.len()).unwrap_or(i64::MAX));
+        self.replan(&mut inner);
+        (conn_id, cancel)
+    }
+
+    /// Forgets a stream (only if it is still the agent's current one) and re-places its checks.
+    pub fn unregister(&self, agent_id: &str, conn_id: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner
+            .agents
+            .get(agent_id)
+            .is_some_and(|c| c.conn_id == conn_id)
+        {
+            inner.agents.remove(agent_id);
+            self.metrics
+                .agents_connected
+                .set(i64::try_from(inner.agents.len()).unwrap_or(i64::MAX));
+            self.replan(&mut inner);
+        }
+    }
+
+    pub fn checks(&self) -> Vec<CheckDef> {
+        self.inner.lock().unwrap().checks.clone()
+    }
+
+    pub fn load_errors(&self) -> Vec<LoadError> {
+        self.inner.lock().unwrap().load_errors.clone()
+    }
+
+    /// Where a check runs: the agents it is placed on, or why it runs nowhere.
+    pub fn placement_of(&self, check: &str) -> (Vec<String>, Option<String>) {
+        let inner = self.inner.lock().unwrap();
+        (
+            inner.plan.placed_on.get(check).cloned().unwrap_or_default(),
+            inner.plan.unplaced.get(check).cloned(),
+        )
+    }
+
+    pub fn agents(&self) -> Vec<AgentView> {
+        let inner = self.inner.lock().unwrap();
+        let mut views: Vec<AgentView> = inner
+            .agents
+            .values()
+            .map(|c| AgentView {
+                agent_id: c.info.agent_id.clone(),
+                node: c.info.node.clone(),
+                cluster: c.cluster.clone(),
+                capabilities: c.info.capabilities.clone(),
+                checks: c.assigned.len(),
+                connected_unix_nanos: c.connected_unix_nanos,
+            })
+            .collect();
+        views.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        views
+    }
+
+    fn replan(&self, inner: &mut Inner) {
+        let placeables: Vec<Placeable> = inner
+            .checks
+            .iter()
+            .map(|d| Placeable {
+                spec: d.spec.clone(),
+                placement: d.check.spec.placement,
+                node_selector: d.check.spec.node_selector.clone(),
+            })
+            .collect();
+        let agents: Vec<AgentInfo> = inner.agents.values().map(|c| c.info.clone()).collect();
+        let plan = place(&placeables, &agents);
+        let mut generation = inner.generation;
+        for conn in inner.agents.values_mut() {
+            let checks = plan
+                .per_agent
+                .get(&conn.info.agent_id)
+                .cloned()
+                .unwrap_or_default();
+            let fingerprint: Vec<(String, String, u64)> = checks
+                .iter()
+                .map(|c| (c.id.clone(), c.target.clone(), c.revision))
+                .collect();
+            if conn.sent_once && fingerprint == conn.assigned {
+                continue;
+            }
+            conn.sent_once = true;
+            generation += 1;
+            conn.assigned = fingerprint;
+            let msg = FederatorMessage {
+                msg: Some(Msg::Assignment(Assignment { generation, checks })),
+            };
+            let tx = conn.tx.clone();
+            self.metrics
+                .assignments_sent
+                .with_label_values(&[&conn.info.agent_id])
+                .inc();
+            // Never block placement on one agent's full stream; the agent ignores stale generations.
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(msg)).await;
+            });
+        }
+        inner.generation = generation;
+        inner.plan = plan;
+    }
+}
+
+pub fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,132 @@
+//! The federator's Prometheus metrics, in one registry served at `/metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub agents_connected: IntGauge,
+    pub results_received: IntCounterVec,
+    pub results_deduplicated: IntCounterVec,
+    pub results_acked: IntCounterVec,
+    pub results_rejected: IntCounterVec,
+    pub sink_written: IntCounterVec,
+    pub sink_errors: IntCounterVec,
+    pub sink_write_seconds: HistogramVec,
+    pub check_up: IntGaugeVec,
+    pub config_errors: IntGauge,
+    pub assignments_sent: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let agents_connected = IntGauge::new(
+            "vigil_agents_connected",
+            "Agents with an open Connect stream.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(agents_connected.clone()))
+            .expect("unique metric");
+        let config_errors = IntGauge::new(
+            "vigil_config_errors",
+            "HealthCheck documents refused at the last load.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_errors.clone()))
+            .expect("unique metric");
+        let sink_write_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "vigil_sink_write_duration_seconds",
+                "Time one group commit to a sink took.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["sink"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(sink_write_seconds.clone()))
+            .expect("unique metric");
+        let check_up = IntGaugeVec::new(
+            Opts::new(
+                "vigil_check_up",
+                "1 while a check target is Healthy, 0 while Failing, -1 while Unknown.",
+            ),
+            &["check", "namespace", "target", "cluster", "node"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(check_up.clone()))
+            .expect("unique metric");
+        Self {
+            agents_connected,
+            results_received: counter(
+                "vigil_results_received_total",
+                "Results received from agents.",
+                &["agent"],
+            ),
+            results_deduplicated: counter(
+                "vigil_results_deduplicated_total",
+                "Results dropped because their (agent, seq) was already taken.",
+                &["agent"],
+            ),
+            results_acked: counter(
+                "vigil_results_acked_total",
+                "Results acknowledged to agents after every sink took them.",
+                &["agent"],
+            ),
+            results_rejected: counter(
+                "vigil_results_rejected_total",
+                "Batches refused with a gRPC error, by reason.",
+                &["reason"],
+            ),
+            sink_written: counter(
+                "vigil_sink_results_written_total",
+                "Results durably written, per sink.",
+                &["sink"],
+            ),
+            sink_errors: counter(
+                "vigil_sink_errors_total",
+                "Failed sink writes (retried), per sink.",
+                &["sink"],
+            ),
+            sink_write_seconds,
+            check_up,
+            config_errors,
+            assignments_sent: counter(
+                "vigil_assignments_sent_total",
+                "Assignments pushed to agents.",
+                &["agent"],
+            ),
+            registry,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).expect("metrics are UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

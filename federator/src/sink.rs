@@ -1,0 +1,37 @@
+//! Result sinks: one trait, one module per sink. A sink reports success only for what it has
+//! durably delivered; the pipeline acknowledges agents on nothing less.
+
+pub mod jsonl;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use vigil_proto::ProbeResult;
+
+/// Why a sink could not take a batch; the pipeline retries it with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("writing to {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A destination for results.
+pub trait Sink: Send + 'static {
+    /// Short name for logs and metrics (`jsonl`, `kafka`).
+    fn name(&self) -> &'static str;
+
+    /// Delivers every result of every batch, in order, or fails as a whole.
+    fn write<'a>(
+        &'a mut self,
+        batches: &'a [Arc<Vec<ProbeResult>>],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Whether the sink can take writes now (for `/readyz`).
+    fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>>;
+}

@@ -1,0 +1,40 @@
+//! Regenerates the checked-in protobuf code with a vendored protoc and fails on any drift.
+
+use std::path::Path;
+
+#[test]
+fn generated_code_matches_proto_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().expect("temp dir");
+    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc");
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .emit_rerun_if_changed(false)
+        .out_dir(out.path())
+        .compile_with_config(
+            config,
+            &[root.join("vigil/v1/vigil.proto")],
+            &[root.to_path_buf()],
+        )
+        .expect("protoc compiles vigil.proto");
+
+    for name in ["vigil.v1.rs"] {
+        let fresh = std::fs::read_to_string(out.path().join(name)).expect("generated file");
+        let checked_in = root.join("src/gen").join(name);
+        if std::env::var_os("VIGIL_UPDATE_PROTO").is_some() {
+            std::fs::write(&checked_in, &fresh).expect("write generated code");
+            continue;
+        }
+        let current = std::fs::read_to_string(&checked_in).unwrap_or_default();
+        assert!(
+            current == fresh,
+            "{} is out of date with the .proto files; run \
+             `VIGIL_UPDATE_PROTO=1 cargo test -p vigil-proto --test codegen` and commit the result",
+            checked_in.display()
+        );
+    }
+}
