@@ -160,13 +160,12 @@ impl Client {
                 msg = inbound.message() => match msg.map_err(SessionError::Broken)? {
                     None => return Err(SessionError::Closed),
                     Some(m) => match m.msg {
-                        Some(Msg::Assignment(a)) => {
-                            if a.generation > *generation {
-                                *generation = a.generation;
-                                tracing::info!(generation = a.generation, checks = a.checks.len(), "new assignment");
-                                self.scheduler.assign(a.checks);
-                            }
+                        Some(Msg::Assignment(a)) if a.generation > *generation => {
+                            *generation = a.generation;
+                            tracing::info!(generation = a.generation, checks = a.checks.len(), "new assignment");
+                            self.scheduler.assign(a.checks);
                         }
+                        Some(Msg::Assignment(_)) => {} // stale: a newer generation already arrived
                         Some(Msg::Ack(ack)) => {
                             self.outbox.ack(ack.seq, &self.metrics);
                             let offset = (ack.federator_unix_nanos - now_unix_nanos()) as f64 / 1e9;

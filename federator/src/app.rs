@@ -55,8 +55,21 @@ pub enum StartError {
     Grpc(#[source] tonic::transport::Error),
 }
 
+/// A started federator: where it listens, and its task (which ends after `cancel` and draining).
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<Result<(), StartError>>,
+}
+
 /// Runs until `cancel`, then drains within the grace period.
 pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), StartError> {
+    let running = start(opts, cancel).await?;
+    running.task.await.unwrap_or(Ok(()))
+}
+
+/// Loads the checks, opens the sinks and binds both listeners; the rest runs in `Running::task`.
+pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(State::default());
     let hub = Arc::new(Hub::new(Arc::clone(&state), Arc::clone(&metrics)));
@@ -136,7 +149,25 @@ pub async fn run(opts: Options, cancel: CancellationToken) -> Result<(), StartEr
         tokio::spawn(vigil_agent::run(config, agent_stop.clone()))
     });
 
-    cancel.cancelled().await;
+    let task = tokio::spawn(async move {
+        cancel.cancelled().await;
+        shutdown(opts, agent, agent_stop, grpc, sink_stop, tracker).await
+    });
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        task,
+    })
+}
+
+async fn shutdown(
+    opts: Options,
+    agent: Option<tokio::task::JoinHandle<Result<(), vigil_agent::AgentError>>>,
+    agent_stop: CancellationToken,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    sink_stop: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<(), StartError> {
     // Stop order: the embedded agent drains into us first, then the servers, then the sinks.
     if let Some(agent) = agent {
         agent_stop.cancel();

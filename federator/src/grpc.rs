@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use vigil_proto::{
     Ack, AgentMessage, FederatorMessage, Hello, MAX_BATCH_RESULTS, ProbeResult, ResultBatch,
     agent_message, federator_message::Msg, federator_server::Federator,
@@ -277,6 +277,16 @@ impl Federator for FederatorService {
                         ));
                     }
                     Ok(None) => break None,
+                    // A message we could not decode (too large, not protobuf) is answered with
+                    // its status; anything else means the peer or the connection went away.
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            Code::OutOfRange | Code::Internal | Code::ResourceExhausted
+                        ) =>
+                    {
+                        break Some(svc.reject("bad_message", status));
+                    }
                     Err(status) => {
                         tracing::info!(agent = %hello.agent_id, %status, "agent stream ended");
                         break None;

@@ -138,40 +138,42 @@ impl HttpProbe {
                 Err(verdict) => return verdict,
             };
             let status = answer.status;
-            if self.follow_redirects && (300..400).contains(&status) && status != 304 {
-                if let Some(location) = answer.location {
-                    hops += 1;
-                    if hops > MAX_REDIRECTS {
+            if self.follow_redirects
+                && (300..400).contains(&status)
+                && status != 304
+                && let Some(location) = answer.location
+            {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return Verdict::Failure(format!(
+                        "more than {MAX_REDIRECTS} redirects (redirect loop?), last to {location}"
+                    ));
+                }
+                url = match url.join(&location) {
+                    Ok(next) => next,
+                    Err(e) => {
                         return Verdict::Failure(format!(
-                            "more than {MAX_REDIRECTS} redirects (redirect loop?), last to {location}"
+                            "status {status} redirects to an invalid location {location:?}: {e}"
                         ));
                     }
-                    url = match url.join(&location) {
-                        Ok(next) => next,
-                        Err(e) => {
-                            return Verdict::Failure(format!(
-                                "status {status} redirects to an invalid location {location:?}: {e}"
-                            ));
-                        }
-                    };
-                    attempt.detail("redirects", hops.to_string());
-                    attempt.detail("final_url", url.as_str());
-                    continue;
-                }
+                };
+                attempt.detail("redirects", hops.to_string());
+                attempt.detail("final_url", url.as_str());
+                continue;
             }
             if !self.status_ok(status) {
                 return Verdict::Failure(format!("status {status}, expected {}", self.expected()));
             }
             let text = String::from_utf8_lossy(&answer.body);
-            if let Some(re) = &self.body_matches {
-                if !re.is_match(&text) {
-                    return Verdict::Failure(format!("body did not match {:?}", re.as_str()));
-                }
+            if let Some(re) = &self.body_matches
+                && !re.is_match(&text)
+            {
+                return Verdict::Failure(format!("body did not match {:?}", re.as_str()));
             }
-            if let Some(needle) = &self.body_contains {
-                if !text.contains(needle.as_str()) {
-                    return Verdict::Failure(format!("body did not contain {needle:?}"));
-                }
+            if let Some(needle) = &self.body_contains
+                && !text.contains(needle.as_str())
+            {
+                return Verdict::Failure(format!("body did not contain {needle:?}"));
             }
             return Verdict::Success;
         }

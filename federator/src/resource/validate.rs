@@ -169,10 +169,10 @@ fn validate_spec(p: &mut Problems, spec: &HealthCheckSpec) {
             );
         }
     }
-    if let Some(url) = &spec.runbook_url {
-        if url::Url::parse(url).is_err() {
-            p.add("spec.runbookUrl", format!("{url:?} is not a valid URL"));
-        }
+    if let Some(url) = &spec.runbook_url
+        && url::Url::parse(url).is_err()
+    {
+        p.add("spec.runbookUrl", format!("{url:?} is not a valid URL"));
     }
     validate_probe(p, spec);
 }
@@ -272,16 +272,16 @@ fn validate_probe(p: &mut Problems, spec: &HealthCheckSpec) {
         if let Some(server) = &dns.server {
             check_address(p, "spec.probe.dns.server", server);
         }
-        if let Some(rcode) = &dns.expect_rcode {
-            if !RCODES.contains(&rcode.to_ascii_uppercase().as_str()) {
-                p.add(
-                    "spec.probe.dns.expectRcode",
-                    format!(
-                        "{rcode:?} is not an rcode; use one of {}",
-                        RCODES.join(", ")
-                    ),
-                );
-            }
+        if let Some(rcode) = &dns.expect_rcode
+            && !RCODES.contains(&rcode.to_ascii_uppercase().as_str())
+        {
+            p.add(
+                "spec.probe.dns.expectRcode",
+                format!(
+                    "{rcode:?} is not an rcode; use one of {}",
+                    RCODES.join(", ")
+                ),
+            );
         }
         check_regex(
             p,
@@ -313,20 +313,20 @@ fn validate_probe(p: &mut Problems, spec: &HealthCheckSpec) {
 }
 
 fn check_regex(p: &mut Problems, path: &str, pattern: Option<&str>) {
-    if let Some(pattern) = pattern {
-        if let Err(e) = regex::Regex::new(pattern) {
-            let first = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            p.add(
-                path,
-                format!("{pattern:?} is not a valid regular expression: {first}"),
-            );
-        }
+    if let Some(pattern) = pattern
+        && let Err(e) = regex::Regex::new(pattern)
+    {
+        let first = e
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        p.add(
+            path,
+            format!("{pattern:?} is not a valid regular expression: {first}"),
+        );
     }
 }
 

@@ -1,0 +1,336 @@
+//! A peer that sends malformed, oversized or out-of-contract messages gets a gRPC status,
+//! the federator keeps serving, and well-behaved agents are unaffected.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use vigil_federator::app;
+use vigil_proto::{
+    AgentMessage, Hello, MAX_BATCH_RESULTS, ProbeResult, ResultBatch, agent_message,
+    federator_client::FederatorClient, federator_message::Msg,
+};
+
+struct Fed {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    results: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    cancel: CancellationToken,
+}
+
+impl Drop for Fed {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn federator() -> Fed {
+    let dir = tempfile::tempdir().unwrap();
+    let checks = dir.path().join("checks");
+    std::fs::create_dir(&checks).unwrap();
+    std::fs::write(
+        checks.join("c.yaml"),
+        "apiVersion: vigil.dev/v1alpha1\nkind: HealthCheck\nmetadata: {name: c, namespace: t}\nspec:\n  probe: {tcp: {address: '127.0.0.1:1'}}\n",
+    )
+    .unwrap();
+    let results = dir.path().join("results.jsonl");
+    let cancel = CancellationToken::new();
+    let running = app::start(
+        app::Options {
+            checks,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            grpc_listen: "127.0.0.1:0".parse().unwrap(),
+            results: results.clone(),
+            cluster: "test".into(),
+            embedded_agent: false,
+            node: "n".into(),
+            shutdown_grace: Duration::from_secs(2),
+        },
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    Fed {
+        grpc: running.grpc_addr,
+        http: running.http_addr,
+        results,
+        _dir: dir,
+        cancel,
+    }
+}
+
+async fn client(addr: SocketAddr) -> FederatorClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FederatorClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX)
+}
+
+fn hello(agent: &str) -> AgentMessage {
+    AgentMessage {
+        msg: Some(agent_message::Msg::Hello(Hello {
+            agent_id: agent.into(),
+            node: "node-1".into(),
+            capabilities: vec!["probe/tcp".into()],
+            ..Default::default()
+        })),
+    }
+}
+
+fn batch(seqs: impl IntoIterator<Item = u64>) -> AgentMessage {
+    AgentMessage {
+        msg: Some(agent_message::Msg::Results(ResultBatch {
+            results: seqs
+                .into_iter()
+                .map(|seq| ProbeResult {
+                    seq,
+                    check_id: "t/c".into(),
+                    target: "127.0.0.1:1".into(),
+                    outcome: 2,
+                    ..Default::default()
+                })
+                .collect(),
+            agent_id: String::new(),
+        })),
+    }
+}
+
+/// Sends `msgs` on one Connect stream and returns the status the stream ended with.
+async fn stream_status(addr: SocketAddr, msgs: Vec<AgentMessage>) -> tonic::Status {
+    let mut c = client(addr).await;
+    let (tx, rx) = mpsc::channel(msgs.len() + 1);
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    let mut inbound = match c.connect(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return status,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, inbound.message())
+            .await
+            .expect("the stream ends with a status in time")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without an error status"),
+            Err(status) => return status,
+        }
+    }
+}
+
+async fn still_serving(fed: &Fed) {
+    let body = reqwest_like_get(fed.http, "/healthz").await;
+    assert_eq!(body, "ok\n");
+}
+
+async fn reqwest_like_get(addr: SocketAddr, path: &str) -> String {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", "x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn first_message_must_be_hello() {
+    let fed = federator().await;
+    let status = stream_status(fed.grpc, vec![batch([1])]).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "the first message on Connect must be Hello"
+    );
+    still_serving(&fed).await;
+}
+
+#[tokio::test]
+async fn hello_without_node_is_refused() {
+    let fed = federator().await;
+    let mut h = hello("a");
+    if let Some(agent_message::Msg::Hello(h)) = &mut h.msg {
+        h.node.clear();
+    }
+    let status = stream_status(fed.grpc, vec![h]).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "Hello.node must be 1-253 printable characters (got \"\")"
+    );
+}
+
+#[tokio::test]
+async fn seq_going_backwards_is_refused() {
+    let fed = federator().await;
+    let status = stream_status(fed.grpc, vec![hello("a"), batch([5]), batch([3])]).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "result seq must increase on a stream: got 3 after 5"
+    );
+    still_serving(&fed).await;
+}
+
+#[tokio::test]
+async fn batch_over_the_result_limit_is_refused() {
+    let fed = federator().await;
+    let n = MAX_BATCH_RESULTS as u64 + 1;
+    let status = stream_status(fed.grpc, vec![hello("a"), batch(1..=n)]).await;
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert_eq!(
+        status.message(),
+        format!("a ResultBatch holds at most {MAX_BATCH_RESULTS} results; this one held {n}")
+    );
+}
+
+#[tokio::test]
+async fn oversized_message_is_refused() {
+    let fed = federator().await;
+    let mut big = batch([1]);
+    if let Some(agent_message::Msg::Results(b)) = &mut big.msg {
+        b.results[0].reason = "x".repeat(5 * 1024 * 1024);
+    }
+    let status = stream_status(fed.grpc, vec![hello("a"), big]).await;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("message length too large"),
+        "{status:?}"
+    );
+    still_serving(&fed).await;
+}
+
+#[tokio::test]
+async fn garbage_protobuf_gets_a_grpc_status() {
+    let fed = federator().await;
+    let tcp = tokio::net::TcpStream::connect(fed.grpc).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // One gRPC frame: uncompressed, 6 bytes of something that is not a ResultBatch.
+    let mut frame = vec![0u8, 0, 0, 0, 6];
+    frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let req = hyper::Request::post(format!("http://{}/vigil.v1.Federator/Report", fed.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(frame)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let header_status = resp.headers().get("grpc-status").cloned();
+    let collected = resp.into_body().collect().await.unwrap();
+    let status = header_status
+        .or_else(|| {
+            collected
+                .trailers()
+                .and_then(|t| t.get("grpc-status").cloned())
+        })
+        .expect("a grpc-status");
+    assert_eq!(
+        status.to_str().unwrap(),
+        (Code::Internal as i32).to_string()
+    );
+    still_serving(&fed).await;
+}
+
+#[tokio::test]
+async fn report_needs_an_agent_id() {
+    let fed = federator().await;
+    let mut c = client(fed.grpc).await;
+    let status = c
+        .report(ResultBatch {
+            results: vec![],
+            agent_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "ResultBatch.agent_id is required on Report"
+    );
+}
+
+#[tokio::test]
+async fn good_agent_is_acked_after_the_sink_and_duplicates_are_dropped() {
+    let fed = federator().await;
+    // A misbehaving peer first; it must not disturb the good one.
+    let _ = stream_status(fed.grpc, vec![hello("bad"), batch([2]), batch([1])]).await;
+
+    let mut c = client(fed.grpc).await;
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(hello("good")).await.unwrap();
+    let mut inbound = c
+        .connect(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(batch(1..=3)).await.unwrap();
+    let ack = loop {
+        match inbound.message().await.unwrap().unwrap().msg {
+            Some(Msg::Ack(a)) => break a.seq,
+            Some(Msg::Assignment(a)) => {
+                assert_eq!(a.checks.len(), 1, "the tcp check is placed on the agent")
+            }
+            None => {}
+        }
+    };
+    assert_eq!(ack, 3);
+    let text = std::fs::read_to_string(&fed.results).unwrap();
+    let good: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["agent"] == "good")
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(good, [1, 2, 3], "acked means written");
+    drop(tx);
+
+    // A reconnect that resends what was already acknowledged writes nothing twice.
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(hello("good")).await.unwrap();
+    let mut inbound = c
+        .connect(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(batch(2..=4)).await.unwrap();
+    let ack = loop {
+        if let Some(Msg::Ack(a)) = inbound.message().await.unwrap().unwrap().msg {
+            break a.seq;
+        }
+    };
+    assert_eq!(ack, 4);
+    let text = std::fs::read_to_string(&fed.results).unwrap();
+    let count = text
+        .lines()
+        .filter(|l| l.contains("\"agent\":\"good\""))
+        .count();
+    assert_eq!(count, 4);
+}
