@@ -1,8 +1,12 @@
 //! Probes: one kind per file, behind one small trait. A probe never knows about intervals,
 //! retries or timeouts; the scheduler owns time and wraps every attempt in its timeout.
 
+pub mod dns;
+pub mod grpc;
 pub mod http;
+pub mod icmp;
 pub mod tcp;
+pub mod tls;
 pub mod tls_client;
 
 use std::collections::BTreeMap;
@@ -13,7 +17,7 @@ use futures::future::BoxFuture;
 use vigil_proto::{CheckSpec, check_spec};
 
 /// The probe kinds this agent runs, as advertised in Hello (`probe/<kind>`).
-pub const KINDS: &[&str] = &["http", "tcp"];
+pub const KINDS: &[&str] = &["http", "tcp", "grpc", "dns", "icmp", "tls"];
 
 /// What one attempt found, before the scheduler turns it into a result.
 #[derive(Clone, Debug, PartialEq)]

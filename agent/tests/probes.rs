@@ -358,17 +358,3 @@ async fn tcp_garbage_flood_is_bounded() {
         )
     );
 }
-
-#[tokio::test]
-async fn unsupported_kind_is_an_error_result() {
-    let spec = CheckSpec {
-        id: "ns/g".into(),
-        target: "x:1".into(),
-        timeout_ms: 100,
-        probe: Some(Probe::Grpc(Default::default())),
-        ..Default::default()
-    };
-    let r = run(spec).await;
-    assert_eq!(r.outcome(), Outcome::Error);
-    assert!(r.reason.contains("cannot run grpc probes"), "{}", r.reason);
-}
