@@ -79,11 +79,14 @@ pub fn build(spec: &CheckSpec) -> Result<Arc<dyn Probe>, String> {
     match &spec.probe {
         Some(check_spec::Probe::Http(p)) => Ok(Arc::new(http::HttpProbe::new(p)?)),
         Some(check_spec::Probe::Tcp(p)) => Ok(Arc::new(tcp::TcpProbe::new(p)?)),
-        Some(other) => Err(format!(
-            "this agent (version {}) cannot run {} probes",
-            env!("CARGO_PKG_VERSION"),
-            other.kind()
+        Some(check_spec::Probe::Grpc(p)) => Ok(Arc::new(grpc::GrpcProbe::new(p)?)),
+        Some(check_spec::Probe::Dns(p)) => Ok(Arc::new(dns::DnsProbe::new(p)?)),
+        // Unanswered echoes count as lost shortly before the attempt's timeout.
+        Some(check_spec::Probe::Icmp(p)) => Ok(Arc::new(
+            icmp::IcmpProbe::new(p)?
+                .with_reply_deadline(std::time::Duration::from_millis(spec.timeout_ms) * 9 / 10),
         )),
+        Some(check_spec::Probe::Tls(p)) => Ok(Arc::new(tls::TlsProbe::new(p)?)),
         None => Err("the check has no probe".to_owned()),
     }
 }

@@ -84,7 +84,13 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
     )];
     let tracker = TaskTracker::new();
     let sink_stop = CancellationToken::new();
-    let pipeline = Pipeline::start(sinks, Arc::clone(&metrics), &tracker, sink_stop.clone());
+    let pipeline = Pipeline::start(
+        sinks,
+        Arc::clone(&metrics),
+        Arc::clone(&readiness),
+        &tracker,
+        sink_stop.clone(),
+    );
 
     let grpc_listener = bind(opts.grpc_listen, "gRPC", "--grpc-listen").await?;
     let http_listener = bind(opts.listen, "HTTP", "--listen").await?;

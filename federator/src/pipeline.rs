@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vigil_proto::ProbeResult;
 
+use crate::api::Readiness;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 
@@ -40,9 +41,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts one task per sink on `tracker`; they drain their queues and stop on `cancel`.
+    /// A sink whose writes fail makes the federator unready (with the reason) until one succeeds.
     pub fn start(
         sinks: Vec<Box<dyn Sink>>,
         metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
@@ -50,7 +53,13 @@ impl Pipeline {
             .into_iter()
             .map(|sink| {
                 let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
-                tracker.spawn(run_sink(sink, rx, Arc::clone(&metrics), cancel.clone()));
+                tracker.spawn(run_sink(
+                    sink,
+                    rx,
+                    Arc::clone(&metrics),
+                    Arc::clone(&readiness),
+                    cancel.clone(),
+                ));
                 tx
             })
             .collect();
@@ -90,9 +99,11 @@ async fn run_sink(
     mut sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<Job>,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     cancel: CancellationToken,
 ) {
     let name = sink.name();
+    let part = format!("sink {name}");
     let mut jobs: Vec<Job> = Vec::new();
     loop {
         // After cancellation, keep draining what is queued; the senders close when connections end.
@@ -127,10 +138,12 @@ async fn run_sink(
                         .sink_written
                         .with_label_values(&[name])
                         .inc_by(count as u64);
+                    readiness.set(&part, None);
                     break;
                 }
                 Err(e) => {
                     metrics.sink_errors.with_label_values(&[name]).inc();
+                    readiness.set(&part, Some(format!("{e} (results are held and retried)")));
                     tracing::warn!(sink = name, error = %e, retry_in = ?backoff, "sink write failed; results stay unacknowledged");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
@@ -146,5 +159,94 @@ async fn run_sink(
         for job in jobs.drain(..) {
             let _ = job.done.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::FutureExt;
+
+    use super::*;
+    use crate::sink::SinkError;
+
+    /// Fails its first `fail` writes, then records what it was given.
+    struct Flaky {
+        fail: Arc<AtomicUsize>,
+        written: Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    impl Sink for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn write<'a>(
+            &'a mut self,
+            batches: &'a [Arc<Vec<ProbeResult>>],
+        ) -> BoxFuture<'a, Result<(), SinkError>> {
+            async move {
+                if self.fail.load(Ordering::SeqCst) > 0 {
+                    self.fail.fetch_sub(1, Ordering::SeqCst);
+                    return Err(SinkError::Unavailable("disk on fire".into()));
+                }
+                self.written
+                    .lock()
+                    .unwrap()
+                    .extend(batches.iter().flat_map(|b| b.iter().map(|r| r.seq)));
+                Ok(())
+            }
+            .boxed()
+        }
+        fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+            async { Ok(()) }.boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_durable_before_the_sink_has_it_and_readiness_follows() {
+        let fail = Arc::new(AtomicUsize::new(2));
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let readiness = Arc::new(Readiness::default());
+        let tracker = TaskTracker::new();
+        let pipeline = Pipeline::start(
+            vec![Box::new(Flaky {
+                fail: Arc::clone(&fail),
+                written: Arc::clone(&written),
+            })],
+            Arc::new(Metrics::new()),
+            Arc::clone(&readiness),
+            &tracker,
+            CancellationToken::new(),
+        );
+        let batch = Arc::new(vec![
+            ProbeResult {
+                seq: 1,
+                ..Default::default()
+            },
+            ProbeResult {
+                seq: 2,
+                ..Default::default()
+            },
+        ]);
+        let mut durable = pipeline.submit(batch).await;
+        // The first write fails: not durable, and /readyz says why.
+        tokio::task::yield_now().await;
+        assert!((&mut durable).now_or_never().is_none());
+        let mut waited = 0;
+        while readiness.problems().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+            assert!(waited < 100, "readiness never reported the failing sink");
+        }
+        assert_eq!(
+            readiness.problems()["sink flaky"],
+            "disk on fire (results are held and retried)"
+        );
+        // Retries with backoff until it works; then durable, written once, and ready again.
+        durable.await.unwrap();
+        assert_eq!(*written.lock().unwrap(), [1, 2]);
+        assert!(readiness.problems().is_empty());
+        assert_eq!(fail.load(Ordering::SeqCst), 0);
     }
 }

@@ -223,6 +223,12 @@ impl HttpProbe {
             if let Some(v) = session.protocol_version() {
                 attempt.detail("tls_version", format!("{v:?}"));
             }
+            if let Some(expiry) = session
+                .peer_certificates()
+                .and_then(super::tls::earliest_expiry)
+            {
+                attempt.value("ssl_earliest_cert_expiry", expiry as f64);
+            }
             self.request(url, &host, tls, h2, attempt).await
         } else {
             self.request(url, &host, tcp, false, attempt).await
