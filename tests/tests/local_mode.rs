@@ -57,11 +57,12 @@ async fn local_mode_runs_checks_with_its_embedded_agent() {
         states.iter().all(|(_, s)| s != "Unknown").then_some(states)
     })
     .await;
+    // Listed in the order the folder defines them.
     assert_eq!(
         states,
         [
-            ("vigil/down".to_owned(), "Failing".to_owned()),
-            ("vigil/self".to_owned(), "Healthy".to_owned())
+            ("vigil/self".to_owned(), "Healthy".to_owned()),
+            ("vigil/down".to_owned(), "Failing".to_owned())
         ]
     );
 
