@@ -112,6 +112,29 @@ pub fn io_cause(e: &std::io::Error) -> String {
     }
 }
 
+/// Resolves `host` and connects, noting the phases (`DNS lookup`, `connect`), `resolved_ip`,
+/// `phase_resolve_seconds` and `phase_connect_seconds` on the attempt.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    pref: IpPreference,
+    attempt: &Attempt,
+) -> Result<(tokio::net::TcpStream, SocketAddr), Verdict> {
+    attempt.phase("DNS lookup");
+    let t = std::time::Instant::now();
+    let addr = resolve(host, port, pref).await.map_err(Verdict::Failure)?;
+    attempt.value("phase_resolve_seconds", t.elapsed().as_secs_f64());
+    attempt.detail("resolved_ip", addr.ip().to_string());
+    attempt.phase("connect");
+    let t = std::time::Instant::now();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| Verdict::Failure(format!("connect to {addr} failed: {}", io_cause(&e))))?;
+    let _ = tcp.set_nodelay(true);
+    attempt.value("phase_connect_seconds", t.elapsed().as_secs_f64());
+    Ok((tcp, addr))
+}
+
 /// Which address family a host name may resolve to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IpPreference {

@@ -15,12 +15,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::{Attempt, IpPreference, Probe, Verdict, io_cause, resolve, tls_client};
+use super::{Attempt, IpPreference, Probe, Verdict, connect, tls_client};
 
 pub struct GrpcProbe {
     host: String,
@@ -68,22 +67,10 @@ impl GrpcProbe {
     }
 
     async fn run_inner(&self, attempt: &Attempt) -> Verdict {
-        attempt.phase("DNS lookup");
-        let addr = match resolve(&self.host, self.port, IpPreference::Any).await {
-            Ok(a) => a,
-            Err(e) => return Verdict::Failure(e),
+        let (tcp, addr) = match connect(&self.host, self.port, IpPreference::Any, attempt).await {
+            Ok(c) => c,
+            Err(verdict) => return verdict,
         };
-        attempt.detail("resolved_ip", addr.ip().to_string());
-        attempt.phase("connect");
-        let t = Instant::now();
-        let tcp = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                return Verdict::Failure(format!("connect to {addr} failed: {}", io_cause(&e)));
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        attempt.value("phase_connect_seconds", t.elapsed().as_secs_f64());
         match &self.tls {
             None => self.check(tcp, attempt).await,
             Some((config, name)) => {

@@ -13,10 +13,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use regex::Regex;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use url::Url;
 
-use super::{Attempt, IpPreference, Probe, Verdict, io_cause, resolve, tls_client};
+use super::{Attempt, IpPreference, Probe, Verdict, connect, tls_client};
 
 const MAX_REDIRECTS: usize = 10;
 const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
@@ -188,21 +187,7 @@ impl HttpProbe {
         let port = url.port_or_known_default().unwrap_or(80);
         let https = url.scheme() == "https";
 
-        attempt.phase("DNS lookup");
-        let t = Instant::now();
-        let addr = resolve(&host, port, self.ip_preference)
-            .await
-            .map_err(Verdict::Failure)?;
-        attempt.value("phase_resolve_seconds", t.elapsed().as_secs_f64());
-        attempt.detail("resolved_ip", addr.ip().to_string());
-
-        attempt.phase("connect");
-        let t = Instant::now();
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| Verdict::Failure(format!("connect to {addr} failed: {}", io_cause(&e))))?;
-        let _ = tcp.set_nodelay(true);
-        attempt.value("phase_connect_seconds", t.elapsed().as_secs_f64());
+        let (tcp, addr) = connect(&host, port, self.ip_preference, attempt).await?;
 
         if https {
             attempt.phase("TLS handshake");

@@ -9,9 +9,8 @@ use futures::future::BoxFuture;
 use regex::Regex;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::{Attempt, IpPreference, Probe, Verdict, io_cause, resolve, tls_client};
+use super::{Attempt, IpPreference, Probe, Verdict, connect, io_cause, tls_client};
 
 /// Bytes read while waiting for the expected line before giving up.
 const MAX_READ_BYTES: usize = 64 * 1024;
@@ -61,21 +60,10 @@ impl TcpProbe {
     }
 
     async fn run_inner(&self, attempt: &Attempt) -> Verdict {
-        attempt.phase("DNS lookup");
-        let addr = match resolve(&self.host, self.port, IpPreference::Any).await {
-            Ok(a) => a,
-            Err(e) => return Verdict::Failure(e),
+        let (tcp, addr) = match connect(&self.host, self.port, IpPreference::Any, attempt).await {
+            Ok(c) => c,
+            Err(verdict) => return verdict,
         };
-        attempt.detail("resolved_ip", addr.ip().to_string());
-        attempt.phase("connect");
-        let t = Instant::now();
-        let tcp = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                return Verdict::Failure(format!("connect to {addr} failed: {}", io_cause(&e)));
-            }
-        };
-        attempt.value("phase_connect_seconds", t.elapsed().as_secs_f64());
         match &self.tls {
             None => self.exchange(tcp, attempt).await,
             Some((config, opts)) => {

@@ -10,10 +10,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::{Attempt, IpPreference, Probe, Verdict, io_cause, resolve, tls_client};
+use super::{Attempt, IpPreference, Probe, Verdict, connect, tls_client};
 
 pub struct TlsProbe {
     host: String,
@@ -58,21 +57,10 @@ impl TlsProbe {
     }
 
     async fn run_inner(&self, attempt: &Attempt) -> Verdict {
-        attempt.phase("DNS lookup");
-        let addr = match resolve(&self.host, self.port, IpPreference::Any).await {
-            Ok(a) => a,
-            Err(e) => return Verdict::Failure(e),
+        let (tcp, addr) = match connect(&self.host, self.port, IpPreference::Any, attempt).await {
+            Ok(c) => c,
+            Err(verdict) => return verdict,
         };
-        attempt.detail("resolved_ip", addr.ip().to_string());
-        attempt.phase("connect");
-        let t = Instant::now();
-        let tcp = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                return Verdict::Failure(format!("connect to {addr} failed: {}", io_cause(&e)));
-            }
-        };
-        attempt.value("phase_connect_seconds", t.elapsed().as_secs_f64());
 
         attempt.phase("TLS handshake");
         let t = Instant::now();
