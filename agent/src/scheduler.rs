@@ -299,6 +299,22 @@ fn record_metrics(m: &Metrics, spec: &CheckSpec, r: &ProbeResult) {
             .with_label_values(&labels)
             .set(code);
     }
+    for (key, gauge) in &m.value_gauges {
+        if let Some(v) = r.values.get(*key) {
+            gauge.with_label_values(&labels).set(*v);
+        }
+    }
+    if let Some(v) = r.values.get("phase_resolve_seconds") {
+        m.probe_dns_lookup.with_label_values(&labels).set(*v);
+    }
+    if matches!(spec.probe, Some(vigil_proto::check_spec::Probe::Http(_))) {
+        for (key, phase) in crate::metrics::HTTP_PHASES {
+            let v = r.values.get(*key).copied().unwrap_or(0.0);
+            m.probe_http_phase
+                .with_label_values(&[labels[0], labels[1], labels[2], phase])
+                .set(v);
+        }
+    }
 }
 
 fn key_of(spec: &CheckSpec) -> String {
@@ -364,6 +380,33 @@ mod tests {
             diff < Duration::from_millis(50) || diff > interval - Duration::from_millis(50),
             "{diff:?}"
         );
+    }
+
+    #[test]
+    fn blackbox_named_gauges_follow_result_values() {
+        let m = Metrics::new();
+        let spec = CheckSpec {
+            id: "ns/c".into(),
+            target: "t".into(),
+            probe: Some(vigil_proto::check_spec::Probe::Http(Default::default())),
+            ..Default::default()
+        };
+        let mut r = ProbeResult {
+            outcome: Outcome::Success as i32,
+            ..Default::default()
+        };
+        r.values.insert("ssl_earliest_cert_expiry".into(), 1.9e9);
+        r.values.insert("phase_connect_seconds".into(), 0.002);
+        record_metrics(&m, &spec, &r);
+        let text = m.render();
+        for line in [
+            r#"probe_success{check="c",namespace="ns",target="t"} 1"#,
+            r#"probe_ssl_earliest_cert_expiry{check="c",namespace="ns",target="t"} 1900000000"#,
+            r#"probe_http_duration_seconds{check="c",namespace="ns",phase="connect",target="t"} 0.002"#,
+            r#"probe_http_duration_seconds{check="c",namespace="ns",phase="tls",target="t"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 /// The cargo target profile folder the test binary runs from (`target/debug`).
 pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test>-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_owned()
+    // Tests run from target/<profile>/deps/, binaries (the benchmarks) from target/<profile>/.
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable folder");
+    let profile = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile folder")
+    } else {
+        dir
+    };
+    profile.to_owned()
 }
 
 /// Path of a workspace binary; `cargo test --workspace` builds both.
