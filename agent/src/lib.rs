@@ -1,6 +1,8 @@
 //! vigil-agent: runs assigned probes on a precise schedule and streams every result to the
-//! federator, keeping what is not yet acknowledged.
+//! federator, keeping what is not yet acknowledged; without a federator, a standalone prober
+//! answering blackbox_exporter's `/probe`.
 
+pub mod blackbox;
 pub mod client;
 pub mod metrics;
 pub mod outbox;
@@ -20,11 +22,16 @@ pub use scheduler::Identity;
 /// Everything an agent needs to run.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// `http://host:port` of the federator's gRPC listener.
-    pub federator: String,
+    /// `http://host:port` of the federator's gRPC listener; `None` = standalone: only the HTTP
+    /// server (`/probe`, `/metrics`, `/healthz`) runs.
+    pub federator: Option<String>,
     pub identity: Identity,
-    /// Serve `/metrics` and `/healthz` here; `None` = no HTTP server (in-process agent).
+    /// Serve `/probe`, `/metrics` and `/healthz` here; `None` = no HTTP server (in-process
+    /// agent).
     pub listen: Option<SocketAddr>,
+    /// The blackbox_exporter modules `/probe` offers; `None` = the built-in ones
+    /// ([`blackbox::Modules::defaults`]).
+    pub modules: Option<Arc<blackbox::Modules>>,
     /// Most runs going at once.
     pub max_in_flight: usize,
     /// Most unacknowledged results kept; beyond it the oldest are dropped and counted.
@@ -59,7 +66,15 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
             .map_err(|source| AgentError::Listen { addr, source })?;
         let local = listener.local_addr().unwrap_or(addr);
         tracing::info!(addr = %local, "agent HTTP listening");
-        let app = server::router(Arc::clone(&metrics));
+        let probes = Arc::new(server::ProbeContext {
+            modules: config
+                .modules
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(blackbox::Modules::defaults),
+            identity: config.identity.clone(),
+        });
+        let app = server::router(Arc::clone(&metrics), probes);
         let stop = cancel.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -67,6 +82,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
                 .await;
         });
     }
+    let Some(federator) = config.federator else {
+        tracing::info!(agent = %config.identity.agent_id, node = %config.identity.node, "agent starting standalone (no federator): serving /probe only");
+        cancel.cancelled().await;
+        return Ok(());
+    };
     let outbox = Arc::new(outbox::Outbox::new(config.buffer_results));
     let schedule_stop = cancel.child_token();
     let scheduler = scheduler::spawn(
@@ -76,9 +96,9 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<(), A
         config.max_in_flight,
         schedule_stop.clone(),
     );
-    tracing::info!(agent = %config.identity.agent_id, node = %config.identity.node, federator = %config.federator, "agent starting");
+    tracing::info!(agent = %config.identity.agent_id, node = %config.identity.node, federator = %federator, "agent starting");
     let client = client::Client {
-        url: config.federator.clone(),
+        url: federator,
         identity: config.identity,
         outbox,
         scheduler,

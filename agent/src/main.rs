@@ -1,18 +1,26 @@
 //! `vigil-agent`: the per-node prober.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use vigil_agent::{AgentConfig, Identity, runtime};
 
-/// Runs health checks on this node and streams every result to the federator.
+/// Runs health checks on this node and streams every result to the federator; without
+/// --federator, a standalone prober answering blackbox_exporter's /probe.
 #[derive(Parser, Debug)]
 #[command(name = "vigil-agent", version)]
 struct Cli {
-    /// The federator's gRPC URL, e.g. http://127.0.0.1:7443.
+    /// The federator's gRPC URL, e.g. http://127.0.0.1:7443. Unset: standalone prober
+    /// (only /probe, /metrics and /healthz).
     #[arg(long, env = "VIGIL_FEDERATOR")]
-    federator: String,
+    federator: Option<String>,
+    /// A blackbox_exporter modules file for /probe. Default: built-in http_2xx,
+    /// http_post_2xx, tcp_connect, icmp, grpc, grpc_plain.
+    #[arg(long, env = "VIGIL_MODULES")]
+    modules: Option<PathBuf>,
     /// This node's name (in Kubernetes: from the downward API). Default: the host name.
     #[arg(long, env = "VIGIL_NODE")]
     node: Option<String>,
@@ -22,7 +30,7 @@ struct Cli {
     /// Stable agent id. Default: <node>-<random>, new per start (its seq starts again at 1).
     #[arg(long, env = "VIGIL_AGENT_ID")]
     agent_id: Option<String>,
-    /// Address for /metrics and /healthz.
+    /// Address for /probe, /metrics and /healthz.
     #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:9115")]
     listen: SocketAddr,
     /// Most probe runs going at once.
@@ -49,6 +57,10 @@ fn humantime_parse(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     runtime::init_logging(cli.log_json);
+    let modules = match &cli.modules {
+        Some(path) => Some(Arc::new(vigil_agent::blackbox::Modules::load(path)?)),
+        None => None,
+    };
     let node = cli.node.unwrap_or_else(runtime::hostname);
     let agent_id = cli
         .agent_id
@@ -62,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
             cluster: cli.cluster,
         },
         listen: Some(cli.listen),
+        modules,
         max_in_flight: cli.max_in_flight,
         buffer_results: cli.buffer_results,
         drain_grace: cli.drain_grace,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use vigil_proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use vigil_proto::{MAX_MESSAGE_BYTES, federator_server::FederatorServer};
 
 use crate::api::{Api, Readiness};
@@ -35,6 +35,12 @@ pub struct Options {
     pub embedded_agent: bool,
     pub node: String,
     pub shutdown_grace: Duration,
+    /// Alertmanagers every alert goes to (`--alertmanager`); none turns alerting off.
+    pub alertmanagers: Vec<url::Url>,
+    /// Firing and recently resolved alerts are resent this often. Default 1m.
+    pub alert_resend_interval: Duration,
+    /// Where people reach the web view, for alert links. Default: `http://<HTTP address>/`.
+    pub external_url: Option<url::Url>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,8 @@ pub enum StartError {
     },
     #[error("the gRPC server failed: {0}")]
     Grpc(#[source] tonic::transport::Error),
+    #[error(transparent)]
+    Alerts(#[from] crate::alert::AlertError),
 }
 
 /// A started federator: where it listens, and its task (which ends after `cancel` and draining).
@@ -105,6 +113,26 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
         Arc::clone(&metrics),
         opts.cluster.clone(),
     );
+    let service = if opts.alertmanagers.is_empty() {
+        service
+    } else {
+        let external_url = opts.external_url.clone().unwrap_or_else(|| {
+            url::Url::parse(&format!("http://{http_addr}/")).expect("a socket address is a host")
+        });
+        let config = crate::alert::Config {
+            alertmanagers: opts.alertmanagers.clone(),
+            resend_interval: opts.alert_resend_interval,
+            external_url,
+        };
+        service.with_alerts(crate::alert::Notifier::start(
+            config,
+            Arc::clone(&hub),
+            Arc::clone(&state),
+            Arc::clone(&metrics),
+            &tracker,
+            cancel.clone(),
+        )?)
+    };
     let grpc_stop = cancel.clone();
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
@@ -115,9 +143,16 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                grpc_stop.cancelled().await
-            }),
+            .add_service(ExternalScalerServer::new(crate::keda::KedaScaler::new(
+                Arc::clone(&hub),
+                Arc::clone(&state),
+                cancel.clone(),
+            )))
+            // Without TCP_NODELAY every Ack and StreamIsActive push waits ~40 ms for Nagle.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                async move { grpc_stop.cancelled().await },
+            ),
     );
 
     let app = crate::api::router(Api {
@@ -141,13 +176,14 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
     let agent_stop = CancellationToken::new();
     let agent = opts.embedded_agent.then(|| {
         let config = vigil_agent::AgentConfig {
-            federator: format!("http://{grpc_addr}"),
+            federator: Some(format!("http://{grpc_addr}")),
             identity: vigil_agent::Identity {
                 agent_id: vigil_agent::fresh_agent_id(&opts.node),
                 node: opts.node.clone(),
                 cluster: opts.cluster.clone(),
             },
             listen: None,
+            modules: None,
             max_in_flight: 512,
             buffer_results: 100_000,
             drain_grace: opts.shutdown_grace,

@@ -56,6 +56,7 @@ pub struct FederatorService {
     metrics: Arc<Metrics>,
     ledgers: Arc<Mutex<HashMap<String, Arc<Ledger>>>>,
     cluster: String,
+    alerts: Option<crate::alert::Notifier>,
 }
 
 impl FederatorService {
@@ -73,7 +74,14 @@ impl FederatorService {
             metrics,
             ledgers: Arc::default(),
             cluster,
+            alerts: None,
         }
+    }
+
+    /// Hands every health change to the alert notifier.
+    pub fn with_alerts(mut self, notifier: crate::alert::Notifier) -> Self {
+        self.alerts = Some(notifier);
+        self
     }
 
     fn ledger(&self, agent_id: &str, acked: u64) -> Arc<Ledger> {
@@ -182,6 +190,9 @@ impl FederatorService {
                         Health::Unknown => -1,
                     });
                 tracing::info!(check = %t.key.check, target = %t.key.target, node = %t.key.node, from = ?t.from, to = ?t.to, reason = %t.reason, "check state changed");
+                if let Some(alerts) = &self.alerts {
+                    alerts.observe(&t, r);
+                }
             }
         }
         *submitted = ack_seq;

@@ -1,10 +1,12 @@
 //! vigil-federator: places checks on agents, keeps check state, writes results to sinks and
 //! serves the API.
 
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod grpc;
 pub mod hub;
+pub mod keda;
 pub mod loader;
 pub mod metrics;
 pub mod pipeline;

@@ -55,6 +55,21 @@ struct Common {
     /// How long a stop may take to drain streams and sinks.
     #[arg(long, env = "VIGIL_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Alertmanager to send alerts to; repeat it (or comma-separate the variable) for several:
+    /// every one gets every alert.
+    #[arg(
+        long = "alertmanager",
+        value_name = "URL",
+        env = "VIGIL_ALERTMANAGER",
+        value_delimiter = ','
+    )]
+    alertmanagers: Vec<url::Url>,
+    /// How often firing (and, for 15 minutes, resolved) alerts are sent again.
+    #[arg(long, env = "VIGIL_ALERT_RESEND_INTERVAL", default_value = "1m", value_parser = duration)]
+    alert_resend_interval: Duration,
+    /// URL of this federator's web view for links in alerts. Default: http://<--listen>/.
+    #[arg(long, value_name = "URL", env = "VIGIL_EXTERNAL_URL")]
+    external_url: Option<url::Url>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -73,6 +88,9 @@ fn options(c: Common, embedded_agent: bool) -> app::Options {
         embedded_agent,
         node: c.node.unwrap_or_else(runtime::hostname),
         shutdown_grace: c.shutdown_grace,
+        alertmanagers: c.alertmanagers,
+        alert_resend_interval: c.alert_resend_interval,
+        external_url: c.external_url,
     }
 }
 

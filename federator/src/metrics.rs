@@ -18,6 +18,10 @@ pub struct Metrics {
     pub check_up: IntGaugeVec,
     pub config_errors: IntGauge,
     pub assignments_sent: IntCounterVec,
+    pub alerts_firing: IntGauge,
+    pub alert_notifications: IntCounterVec,
+    pub alert_queue_depth: IntGaugeVec,
+    pub alerts_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,6 +75,25 @@ impl Metrics {
         registry
             .register(Box::new(check_up.clone()))
             .expect("unique metric");
+        let alerts_firing = IntGauge::new(
+            "vigil_alerts_firing",
+            "Alerts firing now (one per failing check, target and scope).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(alerts_firing.clone()))
+            .expect("unique metric");
+        let alert_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "vigil_alert_queue_depth",
+                "Alerts waiting to be sent, per Alertmanager.",
+            ),
+            &["alertmanager"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(alert_queue_depth.clone()))
+            .expect("unique metric");
         Self {
             agents_connected,
             results_received: counter(
@@ -110,6 +133,18 @@ impl Metrics {
                 "vigil_assignments_sent_total",
                 "Assignments pushed to agents.",
                 &["agent"],
+            ),
+            alerts_firing,
+            alert_notifications: counter(
+                "vigil_alert_notifications_total",
+                "Alerts posted to an Alertmanager, by result: sent, failed (retried) or refused (dropped).",
+                &["alertmanager", "result"],
+            ),
+            alert_queue_depth,
+            alerts_dropped: counter(
+                "vigil_alerts_dropped_total",
+                "Alerts dropped because an Alertmanager's queue was full (sent again at the next resend).",
+                &["alertmanager"],
             ),
             registry,
         }

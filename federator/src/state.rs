@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use serde::Serialize;
+use tokio::sync::watch;
 use vigil_proto::{Outcome, ProbeResult};
 
 use crate::record::ResultRecord;
@@ -73,6 +74,8 @@ struct CheckEntry {
 #[derive(Default)]
 pub struct State {
     checks: Mutex<HashMap<String, CheckEntry>>,
+    /// A generation bumped on every health transition and every change of the check set.
+    changes: watch::Sender<u64>,
 }
 
 impl State {
@@ -93,6 +96,12 @@ impl State {
             fresh.insert(id, entry);
         }
         *checks = fresh;
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// A receiver that sees a new generation after every health transition or check-set change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Folds one result into the state and stamps its `scope`; returns the health change it
@@ -175,6 +184,7 @@ impl State {
         };
         target.state = next;
         target.since_unix_nanos = now;
+        self.changes.send_modify(|g| *g += 1);
         Some(transition)
     }
 

@@ -53,6 +53,9 @@ async fn federator() -> Fed {
             embedded_agent: false,
             node: "n".into(),
             shutdown_grace: Duration::from_secs(2),
+            alertmanagers: Vec::new(),
+            alert_resend_interval: Duration::from_secs(60),
+            external_url: None,
         },
         cancel.clone(),
     )

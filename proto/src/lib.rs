@@ -1,4 +1,5 @@
-//! Vigil's wire contract (`vigil.v1`), generated from `vigil/v1/*.proto` and checked in.
+//! Vigil's wire contract (`vigil.v1`) and KEDA's external scaler interface (`externalscaler`),
+//! generated from `vigil/v1/*.proto` and `keda/externalscaler.proto` and checked in.
 //!
 //! The generated code lives in `src/gen/`; `tests/codegen.rs` regenerates it with a vendored
 //! protoc and fails on any difference, so building needs no protoc. To refresh it after editing a
@@ -10,6 +11,13 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// KEDA's external scaler interface (`externalscaler`), from `keda/externalscaler.proto`: the
+/// federator serves it so KEDA can scale on failing checks.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod externalscaler {
+    include!("gen/externalscaler.rs");
+}
 
 /// Largest message either side accepts; a batch over it is rejected with `OUT_OF_RANGE`.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

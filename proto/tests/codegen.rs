@@ -17,12 +17,15 @@ fn generated_code_matches_proto_files() {
         .out_dir(out.path())
         .compile_with_config(
             config,
-            &[root.join("vigil/v1/vigil.proto")],
+            &[
+                root.join("vigil/v1/vigil.proto"),
+                root.join("keda/externalscaler.proto"),
+            ],
             &[root.to_path_buf()],
         )
-        .expect("protoc compiles vigil.proto");
+        .expect("protoc compiles vigil.proto and externalscaler.proto");
 
-    for name in ["vigil.v1.rs"] {
+    for name in ["vigil.v1.rs", "externalscaler.rs"] {
         let fresh = std::fs::read_to_string(out.path().join(name)).expect("generated file");
         let checked_in = root.join("src/gen").join(name);
         if std::env::var_os("VIGIL_UPDATE_PROTO").is_some() {

@@ -1,0 +1,354 @@
+//! The alert notifier: turns Failing and recovered check states into Alertmanager alerts,
+//! resends them every interval, and hands them to every configured Alertmanager.
+//!
+//! Transitions arrive without blocking ingestion ([`Notifier::observe`]). One task keeps the
+//! table of firing and recently resolved alerts and, every resend interval, reconciles it with
+//! the live [`State`] (so a missed transition or a removed check is corrected) and requeues the
+//! whole table. Each Alertmanager has its own queue and task ([`sender`]): a slow or dead one
+//! delays nobody, and because its queue keeps only the latest version of each alert it catches
+//! up on current state, not history, when it comes back.
+
+mod model;
+mod sender;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+use vigil_proto::ProbeResult;
+
+pub use model::{ALERTNAME, Alert, LastResult};
+pub use sender::{MAX_BATCH, QUEUE_CAPACITY};
+
+use crate::hub::{CheckDef, Hub, now_unix_nanos};
+use crate::metrics::Metrics;
+use crate::record::rfc3339;
+use crate::state::{Health, State, StateKey, Transition};
+
+/// How long a resolved alert keeps being resent, so an Alertmanager that was away learns of it.
+pub const RESOLVED_RESEND_FOR: Duration = Duration::from_secs(15 * 60);
+/// A firing alert's `endsAt` is this many resend intervals ahead (as Prometheus does).
+const ENDS_AT_INTERVALS: u32 = 4;
+/// Transitions waiting for the notifier task; more are dropped and picked up at the next resend.
+const EVENTS_CAPACITY: usize = 10_000;
+
+/// Where alerts go and how often they are resent.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Every one of these Alertmanagers gets every alert (`--alertmanager`).
+    pub alertmanagers: Vec<Url>,
+    /// Firing and recently resolved alerts are sent again this often. Default 1m.
+    pub resend_interval: Duration,
+    /// Base of each alert's `generatorURL` (`<this>?check=<ns>/<name>`).
+    pub external_url: Url,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error(
+        "--alertmanager {url}: only http and https URLs are supported; write it like http://alertmanager:9093"
+    )]
+    Scheme { url: String },
+    #[error("--alert-resend-interval must be more than zero")]
+    ResendInterval,
+    #[error("cannot build the HTTP client for Alertmanager: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// A handle to the notifier task, cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    events: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+struct Event {
+    transition: Transition,
+    last: LastResult,
+}
+
+impl Notifier {
+    /// Starts the notifier task and one sender task per Alertmanager on `tracker`; they stop
+    /// on `cancel`.
+    pub fn start(
+        config: Config,
+        hub: Arc<Hub>,
+        state: Arc<State>,
+        metrics: Arc<Metrics>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<Self, AlertError> {
+        if config.resend_interval.is_zero() {
+            return Err(AlertError::ResendInterval);
+        }
+        if let Some(bad) = config
+            .alertmanagers
+            .iter()
+            .find(|u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(AlertError::Scheme {
+                url: bad.to_string(),
+            });
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("vigil-federator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(AlertError::Client)?;
+        let max_backoff = config
+            .resend_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let queues: Vec<Arc<sender::Queue>> = config
+            .alertmanagers
+            .iter()
+            .map(|u| Arc::new(sender::Queue::new(u, &metrics)))
+            .collect();
+        for q in &queues {
+            tracing::info!(alertmanager = %q.name, "sending alerts to Alertmanager");
+            tracker.spawn(sender::run(
+                Arc::clone(q),
+                client.clone(),
+                Arc::clone(&metrics),
+                max_backoff,
+                cancel.clone(),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(EVENTS_CAPACITY);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let table = Table {
+            config,
+            hub,
+            state,
+            metrics,
+            queues,
+            alerts: HashMap::new(),
+            dropped_events: Arc::clone(&dropped),
+        };
+        tracker.spawn(table.run(rx, cancel));
+        Ok(Self {
+            events: tx,
+            dropped,
+        })
+    }
+
+    /// Hands over a health change and the result that caused it; never waits.
+    pub fn observe(&self, transition: &Transition, result: &ProbeResult) {
+        let relevant = transition.to == Health::Failing || transition.from == Health::Failing;
+        if !relevant {
+            return;
+        }
+        let event = Event {
+            transition: transition.clone(),
+            last: LastResult {
+                reason: result.reason.clone(),
+                latency_seconds: result.latency_nanos as f64 / 1e9,
+            },
+        };
+        if self.events.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One alert the notifier knows of.
+struct Tracked {
+    alert: Alert,
+    /// When it recovered (Unix nanoseconds); `None` while firing.
+    resolved_at: Option<i64>,
+}
+
+/// The firing and recently resolved alerts, owned by the notifier task.
+struct Table {
+    config: Config,
+    hub: Arc<Hub>,
+    state: Arc<State>,
+    metrics: Arc<Metrics>,
+    queues: Vec<Arc<sender::Queue>>,
+    alerts: HashMap<StateKey, Tracked>,
+    dropped_events: Arc<AtomicU64>,
+}
+
+impl Table {
+    async fn run(mut self, mut rx: mpsc::Receiver<Event>, cancel: CancellationToken) {
+        let mut resend = tokio::time::interval(self.config.resend_interval);
+        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resend.tick().await;
+        let mut events = Vec::new();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                n = rx.recv_many(&mut events, MAX_BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.apply(events.drain(..));
+                }
+                _ = resend.tick() => self.resend_all(),
+            }
+        }
+    }
+
+    fn checks(&self) -> HashMap<String, CheckDef> {
+        self.hub
+            .checks()
+            .into_iter()
+            .map(|d| (d.spec.id.clone(), d))
+            .collect()
+    }
+
+    /// Records transitions and queues the alerts they change.
+    fn apply(&mut self, events: impl Iterator<Item = Event>) {
+        let checks = self.checks();
+        let mut targets: HashMap<String, Vec<crate::state::TargetState>> = HashMap::new();
+        let mut changed = Vec::new();
+        for Event {
+            transition: t,
+            last,
+        } in events
+        {
+            if t.to == Health::Failing {
+                let Some(def) = checks.get(&t.key.check) else {
+                    continue;
+                };
+                let states = targets
+                    .entry(t.key.check.clone())
+                    .or_insert_with(|| self.state.targets(&t.key.check));
+                let starts_at = states
+                    .iter()
+                    .find(|s| s.key == t.key)
+                    .and_then(|s| s.failing_since_unix_nanos)
+                    .filter(|since| *since <= t.at_unix_nanos)
+                    .unwrap_or(t.at_unix_nanos);
+                let alert = model::build(&t.key, def, &last, starts_at, &self.config.external_url);
+                tracing::info!(check = %t.key.check, target = %t.key.target, node = %t.key.node, cluster = %t.key.cluster, "alert firing");
+                self.alerts.insert(
+                    t.key.clone(),
+                    Tracked {
+                        alert,
+                        resolved_at: None,
+                    },
+                );
+                changed.push(t.key);
+            } else if let Some(tracked) = self.alerts.get_mut(&t.key)
+                && tracked.resolved_at.is_none()
+            {
+                tracked.resolved_at = Some(t.at_unix_nanos);
+                tracing::info!(check = %t.key.check, target = %t.key.target, node = %t.key.node, cluster = %t.key.cluster, "alert resolved");
+                changed.push(t.key);
+            }
+        }
+        self.send(changed);
+    }
+
+    /// Reconciles with the live state, forgets old resolved alerts and queues everything.
+    fn resend_all(&mut self) {
+        let missed = self.dropped_events.swap(0, Ordering::Relaxed);
+        if missed > 0 {
+            tracing::warn!(
+                missed,
+                "the alert notifier fell behind; missed state changes are corrected now"
+            );
+        }
+        let now = now_unix_nanos();
+        let checks = self.checks();
+        let live: HashMap<StateKey, crate::state::TargetState> = self
+            .state
+            .all_targets()
+            .into_iter()
+            .map(|t| (t.key.clone(), t))
+            .collect();
+        for (key, tracked) in &mut self.alerts {
+            if tracked.resolved_at.is_some() {
+                continue;
+            }
+            match live.get(key) {
+                Some(t) if t.state == Health::Failing => {
+                    if let Some(def) = checks.get(&key.check) {
+                        let last = LastResult {
+                            reason: t.last.reason.clone(),
+                            latency_seconds: t.last.latency_seconds,
+                        };
+                        model::set_annotations(&mut tracked.alert, key, def, &last);
+                    }
+                }
+                Some(t) if t.state == Health::Healthy => {
+                    tracked.resolved_at = Some(t.since_unix_nanos)
+                }
+                // The check, or this target of it, is gone.
+                _ => tracked.resolved_at = Some(now),
+            }
+        }
+        for (key, t) in &live {
+            let firing = self
+                .alerts
+                .get(key)
+                .is_some_and(|a| a.resolved_at.is_none());
+            if t.state != Health::Failing || firing {
+                continue;
+            }
+            let Some(def) = checks.get(&key.check) else {
+                continue;
+            };
+            let last = LastResult {
+                reason: t.last.reason.clone(),
+                latency_seconds: t.last.latency_seconds,
+            };
+            let starts_at = t.failing_since_unix_nanos.unwrap_or(t.since_unix_nanos);
+            let alert = model::build(key, def, &last, starts_at, &self.config.external_url);
+            self.alerts.insert(
+                key.clone(),
+                Tracked {
+                    alert,
+                    resolved_at: None,
+                },
+            );
+        }
+        let keep_for = i64::try_from(RESOLVED_RESEND_FOR.as_nanos()).unwrap_or(i64::MAX);
+        self.alerts
+            .retain(|_, a| a.resolved_at.is_none_or(|at| now - at < keep_for));
+        let keys: Vec<StateKey> = self.alerts.keys().cloned().collect();
+        self.send(keys);
+    }
+
+    /// Stamps `endsAt` on the alerts of `keys` and queues them for every Alertmanager.
+    fn send(&self, keys: Vec<StateKey>) {
+        let firing = self
+            .alerts
+            .values()
+            .filter(|a| a.resolved_at.is_none())
+            .count();
+        self.metrics.alerts_firing.set(firing as i64);
+        if keys.is_empty() {
+            return;
+        }
+        let ahead = self.config.resend_interval * ENDS_AT_INTERVALS;
+        let firing_ends_at = rfc3339(
+            now_unix_nanos().saturating_add(i64::try_from(ahead.as_nanos()).unwrap_or(i64::MAX)),
+        );
+        let batch: Vec<(StateKey, Alert)> = keys
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter_map(|key| {
+                let tracked = self.alerts.get(&key)?;
+                let mut alert = tracked.alert.clone();
+                alert.ends_at = match tracked.resolved_at {
+                    Some(at) => rfc3339(at),
+                    None => firing_ends_at.clone(),
+                };
+                Some((key, alert))
+            })
+            .collect();
+        for q in &self.queues {
+            let dropped = q.push(batch.iter().cloned());
+            if dropped > 0 {
+                tracing::warn!(alertmanager = %q.name, dropped, "alert queue full; dropped alerts are sent again at the next resend");
+            }
+        }
+    }
+}
