@@ -7,6 +7,7 @@ pub mod client;
 pub mod metrics;
 pub mod outbox;
 pub mod probe;
+pub mod probe_gauges;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;

@@ -45,6 +45,10 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "VIGIL_LOG_JSON")]
     log_json: bool,
+    /// Runtime worker threads. 1 (the default) runs everything on one thread, which costs the
+    /// least CPU per probe; more only helps with very slow or CPU-heavy probes.
+    #[arg(long, env = "VIGIL_THREADS", default_value_t = 1)]
+    threads: usize,
 }
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
@@ -53,9 +57,19 @@ fn humantime_parse(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; write it like 5s or 500ms"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cli.threads);
+        b
+    };
+    runtime.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     runtime::init_logging(cli.log_json);
     let modules = match &cli.modules {
         Some(path) => Some(Arc::new(vigil_agent::blackbox::Modules::load(path)?)),

@@ -1,8 +1,8 @@
 //! The agent's metrics: blackbox_exporter's names where they overlap, `vigil_*` for its own.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -17,67 +17,10 @@ pub struct Metrics {
     pub checks_assigned: IntGauge,
     pub runs_skipped: IntCounter,
     pub start_lateness: Histogram,
-    pub probe_success: GaugeVec,
-    pub probe_duration: GaugeVec,
-    pub probe_http_status_code: GaugeVec,
-    /// Gauges named after blackbox_exporter's, filled from a result's `values` (see [`VALUE_GAUGES`]).
-    pub value_gauges: Vec<(&'static str, GaugeVec)>,
-    /// `probe_http_duration_seconds{phase}` for http checks.
-    pub probe_http_phase: GaugeVec,
-    /// `probe_dns_lookup_time_seconds`: resolving the target's name, for every probe kind.
-    pub probe_dns_lookup: GaugeVec,
+    /// Per-check blackbox-named gauges, kept compactly.
+    pub probe: crate::probe_gauges::ProbeGauges,
     pub clock_offset: Gauge,
 }
-
-/// Result values exported on `/metrics` under blackbox_exporter's names and meanings.
-pub const VALUE_GAUGES: &[(&str, &str, &str)] = &[
-    (
-        "ssl_earliest_cert_expiry",
-        "probe_ssl_earliest_cert_expiry",
-        "Earliest notAfter of the peer's certificate chain (Unix seconds).",
-    ),
-    (
-        "content_length",
-        "probe_http_content_length",
-        "Body bytes read in the last run.",
-    ),
-    (
-        "dns_answer_rrs",
-        "probe_dns_answer_rrs",
-        "Records in the answer section.",
-    ),
-    (
-        "dns_authority_rrs",
-        "probe_dns_authority_rrs",
-        "Records in the authority section.",
-    ),
-    (
-        "dns_additional_rrs",
-        "probe_dns_additional_rrs",
-        "Records in the additional section.",
-    ),
-    (
-        "icmp_rtt_avg_seconds",
-        "probe_icmp_duration_seconds",
-        "Average echo round trip of the last run.",
-    ),
-    (
-        "icmp_loss_ratio",
-        "probe_icmp_loss_ratio",
-        "Share of echo requests without a reply in the last run.",
-    ),
-];
-
-/// `values` keys of an http result and the blackbox `phase` label they map to.
-pub const HTTP_PHASES: &[(&str, &str)] = &[
-    ("phase_resolve_seconds", "resolve"),
-    ("phase_connect_seconds", "connect"),
-    ("phase_tls_seconds", "tls"),
-    ("phase_processing_seconds", "processing"),
-    ("phase_transfer_seconds", "transfer"),
-];
-
-const TARGET: &[&str] = &["check", "namespace", "target"];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -137,44 +80,7 @@ impl Metrics {
                     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0
                 ])
             )),
-            probe_success: reg!(GaugeVec::new(
-                Opts::new("probe_success", "Whether the last run succeeded."),
-                TARGET
-            )),
-            probe_duration: reg!(GaugeVec::new(
-                Opts::new(
-                    "probe_duration_seconds",
-                    "How long the last run's final attempt took."
-                ),
-                TARGET
-            )),
-            probe_http_status_code: reg!(GaugeVec::new(
-                Opts::new(
-                    "probe_http_status_code",
-                    "Response HTTP status code of the last run."
-                ),
-                TARGET
-            )),
-            value_gauges: VALUE_GAUGES
-                .iter()
-                .map(|(key, name, help)| {
-                    (*key, reg!(GaugeVec::new(Opts::new(*name, *help), TARGET)))
-                })
-                .collect(),
-            probe_http_phase: reg!(GaugeVec::new(
-                Opts::new(
-                    "probe_http_duration_seconds",
-                    "Duration of each phase of the last http run."
-                ),
-                &["check", "namespace", "target", "phase"]
-            )),
-            probe_dns_lookup: reg!(GaugeVec::new(
-                Opts::new(
-                    "probe_dns_lookup_time_seconds",
-                    "Time taken to resolve the target's name."
-                ),
-                TARGET
-            )),
+            probe: Default::default(),
             clock_offset: reg!(Gauge::new(
                 "vigil_agent_clock_offset_seconds",
                 "Federator clock minus agent clock, from the last Ack (includes one-way latency)."
@@ -188,7 +94,9 @@ impl Metrics {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding");
-        String::from_utf8(buf).expect("metrics are UTF-8")
+        let mut text = String::from_utf8(buf).expect("metrics are UTF-8");
+        self.probe.render(&mut text);
+        text
     }
 }
 

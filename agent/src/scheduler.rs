@@ -136,6 +136,14 @@ fn assign(
     metrics
         .checks_assigned
         .set(i64::try_from(specs.len()).unwrap_or(i64::MAX));
+    // Checks no longer assigned leave /metrics with their gauges.
+    let assigned: std::collections::HashSet<(&str, &str)> = specs
+        .iter()
+        .map(|s| (s.id.as_str(), s.target.as_str()))
+        .collect();
+    metrics
+        .probe
+        .retain(|id, target| assigned.contains(&(id, target)));
     let mut wanted: HashMap<String, CheckSpec> =
         specs.into_iter().map(|s| (key_of(&s), s)).collect();
     entries.retain(|key, entry| {
@@ -275,46 +283,10 @@ pub async fn run_check(
 }
 
 fn record_metrics(m: &Metrics, spec: &CheckSpec, r: &ProbeResult) {
-    let (ns, name) = spec.id.split_once('/').unwrap_or(("", &spec.id));
-    let labels = [name, ns, spec.target.as_str()];
     m.results_produced
         .with_label_values(&[r.outcome().name()])
         .inc();
-    m.probe_success
-        .with_label_values(&labels)
-        .set(if r.outcome() == Outcome::Success {
-            1.0
-        } else {
-            0.0
-        });
-    m.probe_duration
-        .with_label_values(&labels)
-        .set(r.latency_nanos as f64 / 1e9);
-    if let Some(code) = r
-        .details
-        .get("status_code")
-        .and_then(|c| c.parse::<f64>().ok())
-    {
-        m.probe_http_status_code
-            .with_label_values(&labels)
-            .set(code);
-    }
-    for (key, gauge) in &m.value_gauges {
-        if let Some(v) = r.values.get(*key) {
-            gauge.with_label_values(&labels).set(*v);
-        }
-    }
-    if let Some(v) = r.values.get("phase_resolve_seconds") {
-        m.probe_dns_lookup.with_label_values(&labels).set(*v);
-    }
-    if matches!(spec.probe, Some(vigil_proto::check_spec::Probe::Http(_))) {
-        for (key, phase) in crate::metrics::HTTP_PHASES {
-            let v = r.values.get(*key).copied().unwrap_or(0.0);
-            m.probe_http_phase
-                .with_label_values(&[labels[0], labels[1], labels[2], phase])
-                .set(v);
-        }
-    }
+    m.probe.record(spec, r);
 }
 
 fn key_of(spec: &CheckSpec) -> String {
@@ -402,8 +374,8 @@ mod tests {
         for line in [
             r#"probe_success{check="c",namespace="ns",target="t"} 1"#,
             r#"probe_ssl_earliest_cert_expiry{check="c",namespace="ns",target="t"} 1900000000"#,
-            r#"probe_http_duration_seconds{check="c",namespace="ns",phase="connect",target="t"} 0.002"#,
-            r#"probe_http_duration_seconds{check="c",namespace="ns",phase="tls",target="t"} 0"#,
+            r#"probe_http_duration_seconds{check="c",namespace="ns",target="t",phase="connect"} 0.002"#,
+            r#"probe_http_duration_seconds{check="c",namespace="ns",target="t",phase="tls"} 0"#,
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

@@ -37,7 +37,14 @@ pub fn router(metrics: Arc<Metrics>, probes: Arc<ProbeContext>) -> Router {
             "/metrics",
             get(move || {
                 let metrics = Arc::clone(&metrics);
-                async move { ([(header::CONTENT_TYPE, TEXT_FORMAT)], metrics.render()).into_response() }
+                async move {
+                    // Rendering thousands of series takes milliseconds: keep it off the runtime
+                    // thread that runs the scheduler, or every scrape makes probes start late.
+                    let text = tokio::task::spawn_blocking(move || metrics.render())
+                        .await
+                        .unwrap_or_default();
+                    ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
+                }
             }),
         )
         .route("/probe", get(probe).with_state(probes))

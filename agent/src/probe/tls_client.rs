@@ -1,6 +1,7 @@
 //! rustls client configuration from a check's TLS options (built once per check).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -8,11 +9,36 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use vigil_proto::TlsOptions;
 
-/// Builds a client config; `alpn` lists protocols to offer (e.g. `h2`, `http/1.1`).
+/// Configs already built, by (encoded options, ALPN). A config with the built-in roots costs
+/// tens of KiB, and thousands of checks usually share a handful of option sets.
+/// (prost-encoded TlsOptions, ALPN protocols).
+type ConfigKey = (Vec<u8>, Vec<Vec<u8>>);
+static CONFIGS: Mutex<Option<HashMap<ConfigKey, Weak<ClientConfig>>>> = Mutex::new(None);
+
+/// A client config for these options; `alpn` lists protocols to offer (e.g. `h2`,
+/// `http/1.1`). Identical requests share one config while any probe still holds it.
 pub fn client_config(
     opts: Option<&TlsOptions>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, String> {
+    let key = (
+        opts.map(prost::Message::encode_to_vec).unwrap_or_default(),
+        alpn.iter().map(|p| p.to_vec()).collect::<Vec<_>>(),
+    );
+    let mut cache = CONFIGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(config) = cache.get(&key).and_then(Weak::upgrade) {
+        return Ok(config);
+    }
+    let config = build_config(opts, alpn)?;
+    cache.retain(|_, weak| weak.strong_count() > 0);
+    cache.insert(key, Arc::downgrade(&config));
+    Ok(config)
+}
+
+fn build_config(opts: Option<&TlsOptions>, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
     let default = TlsOptions::default();
     let opts = opts.unwrap_or(&default);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -114,5 +140,25 @@ impl ServerCertVerifier for AcceptAny {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_options_share_one_config() {
+        let a = client_config(None, &[b"h2"]).unwrap();
+        let b = client_config(None, &[b"h2"]).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = client_config(None, &[]).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "different ALPN, different config");
+        let insecure = TlsOptions {
+            insecure_skip_verify: true,
+            ..Default::default()
+        };
+        let d = client_config(Some(&insecure), &[b"h2"]).unwrap();
+        assert!(!Arc::ptr_eq(&a, &d));
     }
 }

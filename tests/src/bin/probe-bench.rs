@@ -26,6 +26,8 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
+    // Optional second argument: "a" or "b" runs one part only.
+    let part = std::env::args().nth(2).unwrap_or_default();
     let window = Duration::from_secs(seconds);
     let dir = tempfile::tempdir().expect("temp dir");
     let target = start_target_server().await;
@@ -34,16 +36,17 @@ async fn main() {
         cores()
     );
 
-    let vigil = vigil_round(
-        dir.path(),
-        target,
-        TARGETS,
-        Duration::from_secs(1),
-        window,
-        "a",
-    )
-    .await;
-    let blackbox = blackbox_round(dir.path(), target, window).await;
+    if part != "b" {
+        part_a(dir.path(), target, window).await;
+    }
+    if part != "a" {
+        part_b(dir.path(), target, window).await;
+    }
+}
+
+async fn part_a(dir: &Path, target: std::net::SocketAddr, window: Duration) {
+    let vigil = vigil_round(dir, target, TARGETS, Duration::from_secs(1), window, "a").await;
+    let blackbox = blackbox_round(dir, target, window).await;
     let per10k = |r: &Round| r.cpu_seconds / r.probes as f64 * 10_000.0;
     println!();
     println!("(a) {TARGETS} HTTP targets at 1/s, same machine, same run");
@@ -64,9 +67,11 @@ async fn main() {
         "    ratio vigil/blackbox: {:.3} (target: at most 0.333)",
         per10k(&vigil) / per10k(&blackbox)
     );
+}
 
+async fn part_b(dir: &Path, target: std::net::SocketAddr, window: Duration) {
     let wide = vigil_round(
-        dir.path(),
+        dir,
         target,
         WIDE_CHECKS,
         Duration::from_secs(10),
