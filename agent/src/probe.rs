@@ -9,7 +9,7 @@ pub mod tcp;
 pub mod tls;
 pub mod tls_client;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -39,8 +39,9 @@ pub struct Attempt {
 #[derive(Default, Debug, Clone)]
 pub struct AttemptNotes {
     pub phase: &'static str,
-    pub details: BTreeMap<String, String>,
-    pub values: BTreeMap<String, f64>,
+    /// The proto's own map types, so the result takes them without copying.
+    pub details: HashMap<String, String>,
+    pub values: HashMap<String, f64>,
 }
 
 impl Attempt {
@@ -66,6 +67,13 @@ impl Attempt {
 
     pub fn notes(&self) -> AttemptNotes {
         self.inner.lock().unwrap().clone()
+    }
+
+    /// The notes, taken out of the attempt (no copy).
+    pub fn into_notes(self) -> AttemptNotes {
+        self.inner
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -68,6 +68,26 @@ pub const HTTP_PHASES: [(&str, &str); 5] = [
 const N_VALUES: usize = VALUE_GAUGES.len();
 const N_PHASES: usize = HTTP_PHASES.len();
 
+impl Series {
+    fn new(spec: &CheckSpec) -> Self {
+        let (ns, name) = spec.id.split_once('/').unwrap_or(("", &spec.id));
+        Series {
+            labels: format!(
+                "check=\"{}\",namespace=\"{}\",target=\"{}\"",
+                escape(name),
+                escape(ns),
+                escape(&spec.target)
+            )
+            .into_boxed_str(),
+            success: 0.0,
+            duration: 0.0,
+            status_code: None,
+            values: [None; N_VALUES],
+            phases: None,
+        }
+    }
+}
+
 struct Series {
     /// `check="…",namespace="…",target="…"`, escaped.
     labels: Box<str>,
@@ -81,7 +101,8 @@ struct Series {
 
 #[derive(Default)]
 pub struct ProbeGauges {
-    checks: Mutex<HashMap<(String, String), Series>>,
+    /// check id -> target -> series; two levels so that a lookup allocates nothing.
+    checks: Mutex<HashMap<String, HashMap<String, Series>>>,
 }
 
 impl ProbeGauges {
@@ -91,24 +112,14 @@ impl ProbeGauges {
             .checks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (spec.id.clone(), spec.target.clone());
-        let series = checks.entry(key).or_insert_with(|| {
-            let (ns, name) = spec.id.split_once('/').unwrap_or(("", &spec.id));
-            Series {
-                labels: format!(
-                    "check=\"{}\",namespace=\"{}\",target=\"{}\"",
-                    escape(name),
-                    escape(ns),
-                    escape(&spec.target)
-                )
-                .into_boxed_str(),
-                success: 0.0,
-                duration: 0.0,
-                status_code: None,
-                values: [None; N_VALUES],
-                phases: None,
-            }
-        });
+        if !checks.contains_key(&spec.id) {
+            checks.insert(spec.id.clone(), HashMap::new());
+        }
+        let targets = checks.get_mut(&spec.id).expect("inserted above");
+        if !targets.contains_key(&spec.target) {
+            targets.insert(spec.target.clone(), Series::new(spec));
+        }
+        let series = targets.get_mut(&spec.target).expect("inserted above");
         series.success = if r.outcome() == Outcome::Success {
             1.0
         } else {
@@ -129,7 +140,10 @@ impl ProbeGauges {
             .checks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        checks.retain(|(id, target), _| keep(id, target));
+        checks.retain(|id, targets| {
+            targets.retain(|target, _| keep(id, target));
+            !targets.is_empty()
+        });
     }
 
     /// Appends every gauge in the Prometheus text format.
@@ -141,7 +155,7 @@ impl ProbeGauges {
         if checks.is_empty() {
             return;
         }
-        let mut all: Vec<&Series> = checks.values().collect();
+        let mut all: Vec<&Series> = checks.values().flat_map(HashMap::values).collect();
         all.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         out.reserve(all.len() * 1_200);
         let mut family = |name: &str, help: &str, value: &dyn Fn(&Series) -> Option<f64>| {

@@ -260,7 +260,7 @@ pub async fn run_check(
         };
         let latency = t.elapsed();
         if outcome == Outcome::Success || attempt_no >= attempts || probe.is_err() {
-            let notes = attempt.notes();
+            let notes = attempt.into_notes();
             return ProbeResult {
                 check_id: spec.id.clone(),
                 target: spec.target.clone(),
@@ -273,8 +273,8 @@ pub async fn run_check(
                 outcome: outcome as i32,
                 reason,
                 attempt: attempt_no,
-                details: notes.details.into_iter().collect(),
-                values: notes.values.into_iter().collect(),
+                details: notes.details,
+                values: notes.values,
                 scope: String::new(),
             };
         }

@@ -693,4 +693,29 @@ async fn https_probe_records_the_earliest_certificate_expiry() {
     let r = run(spec(url, 2000, Probe::Http(p))).await;
     assert_eq!(outcome(&r), (Outcome::Success, ""), "{r:?}");
     assert_eq!(r.values["ssl_earliest_cert_expiry"], leaf_expiry as f64);
+    // The server offers h2 by ALPN, so the probe spoke HTTP/2.
+    assert_eq!(r.details["http_version"], "HTTP/2.0");
+    assert_eq!(r.details["status_code"], "200");
+}
+
+#[tokio::test]
+async fn https_probe_speaks_http1_when_the_server_offers_only_that() {
+    let ca = new_ca("Vigil Test CA");
+    let cert = server_cert(&ca, &["127.0.0.1"], None);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls = TlsListener::new(listener, acceptor(cert, &[b"http/1.1"]));
+    let addr = tls.addr;
+    let app = axum::Router::new().route("/ok", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(tls, app).await.unwrap() });
+
+    let url = format!("https://{addr}/ok");
+    let p = vigil_proto::HttpProbe {
+        url: url.clone(),
+        tls: trust(&ca),
+        body_matches: "^ok$".into(),
+        ..Default::default()
+    };
+    let r = run(spec(url, 2000, Probe::Http(p))).await;
+    assert_eq!(outcome(&r), (Outcome::Success, ""), "{r:?}");
+    assert_eq!(r.details["http_version"], "HTTP/1.1");
 }

@@ -267,26 +267,33 @@ impl HttpProbe {
         let io = TokioIo::new(io);
         let handshake_err =
             |e: hyper::Error| Verdict::Failure(format!("HTTP handshake failed: {e}"));
-        let response = if h2 {
+        // The connection is driven in this task beside the exchange (no task per probe).
+        if h2 {
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                     .await
                     .map_err(handshake_err)?;
-            let conn = tokio::spawn(conn);
             attempt.phase("waiting for the response headers");
-            let r = sender.send_request(request).await;
-            drop(conn); // the connection task ends with the sender
-            r
+            let response = sender.send_request(request);
+            drive(conn, self.read_answer(response, attempt, t)).await
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
                 .await
                 .map_err(handshake_err)?;
-            let conn = tokio::spawn(conn);
             attempt.phase("waiting for the response headers");
-            let r = sender.send_request(request).await;
-            drop(conn);
-            r
-        };
+            let response = sender.send_request(request);
+            drive(conn, self.read_answer(response, attempt, t)).await
+        }
+    }
+
+    /// Waits for the response headers, then reads at most `maxBodyBytes` of the body.
+    async fn read_answer(
+        &self,
+        response: impl Future<Output = Result<hyper::Response<hyper::body::Incoming>, hyper::Error>>,
+        attempt: &Attempt,
+        t: Instant,
+    ) -> Result<Answer, Verdict> {
+        let response = response.await;
         let response = response
             .map_err(|e| Verdict::Failure(format!("request failed: {}", hyper_cause(&e))))?;
         attempt.value("phase_processing_seconds", t.elapsed().as_secs_f64());
@@ -332,6 +339,22 @@ impl HttpProbe {
             location,
             body: buf,
         })
+    }
+}
+
+/// Polls the connection and the exchange together; once the connection has ended (closed by
+/// the server, or failed) the exchange finishes with what was received or with the error.
+async fn drive<C, E, T>(conn: C, exchange: E) -> Result<T, Verdict>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+    E: Future<Output = Result<T, Verdict>>,
+{
+    tokio::pin!(conn);
+    tokio::pin!(exchange);
+    tokio::select! {
+        biased;
+        answer = &mut exchange => answer,
+        _ = &mut conn => exchange.await,
     }
 }
 
