@@ -78,7 +78,7 @@ impl Series {
                 escape(ns),
                 escape(&spec.target)
             )
-            .into_boxed_str(),
+            .into(),
             success: 0.0,
             duration: 0.0,
             status_code: None,
@@ -88,9 +88,10 @@ impl Series {
     }
 }
 
+#[derive(Clone)]
 struct Series {
     /// `check="…",namespace="…",target="…"`, escaped.
-    labels: Box<str>,
+    labels: std::sync::Arc<str>,
     success: f64,
     duration: f64,
     status_code: Option<f64>,
@@ -148,14 +149,18 @@ impl ProbeGauges {
 
     /// Appends every gauge in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let checks = self
-            .checks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if checks.is_empty() {
+        // Copy the values out (labels are shared, not copied) and render without the lock, so
+        // that probes finishing meanwhile never wait for a scrape.
+        let mut all: Vec<Series> = {
+            let checks = self
+                .checks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            checks.values().flat_map(HashMap::values).cloned().collect()
+        };
+        if all.is_empty() {
             return;
         }
-        let mut all: Vec<&Series> = checks.values().flat_map(HashMap::values).collect();
         all.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         out.reserve(all.len() * 1_200);
         let mut family = |name: &str, help: &str, value: &dyn Fn(&Series) -> Option<f64>| {

@@ -136,6 +136,7 @@ async fn vigil_round(
     }
     std::fs::write(checks_dir.join("bench.yaml"), yaml).expect("write checks");
     let grpc = free_addr();
+    let fed_http = free_addr();
     let agent_http = free_addr();
     let federator = Proc::start(
         &format!("bench-federator-{tag}"),
@@ -145,7 +146,7 @@ async fn vigil_round(
             "--checks".into(),
             checks_dir.display().to_string(),
             "--listen".into(),
-            free_addr().to_string(),
+            fed_http.to_string(),
             "--grpc-listen".into(),
             grpc.to_string(),
             "--results".into(),
@@ -170,10 +171,13 @@ async fn vigil_round(
     );
     let client = reqwest::Client::new();
     let metrics_url = format!("http://{agent_http}/metrics");
-    // Warm up: a whole cycle of every check, so every phase slot has fired once.
+    // Warm up: two cycles of every check, so every phase slot has fired. Watched on the
+    // federator's small /metrics: scraping the agent's (per-check series) every 50 ms would
+    // itself load the agent.
+    let fed_metrics = format!("http://{fed_http}/metrics");
     wait_for("a first full cycle", Duration::from_secs(120), || async {
-        let m = scrape(&client, &metrics_url).await?;
-        (sum(&m, "vigil_agent_results_total") >= 2.0 * checks as f64).then_some(())
+        let m = scrape(&client, &fed_metrics).await?;
+        (sum(&m, "vigil_results_received_total") >= 2.0 * checks as f64).then_some(())
     })
     .await;
     let m0 = scrape(&client, &metrics_url).await.expect("metrics");
