@@ -3,7 +3,6 @@
 //! and the example routing config in `manifests/alertmanager/` is valid.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,9 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use vigil_federator::app;
 use vigil_proto::{
     AgentMessage, Hello, Outcome, ProbeResult, ResultBatch, agent_message,
     federator_client::FederatorClient,
@@ -201,52 +198,22 @@ fn metric_sum(text: &str, prefix: &str, needle: &str) -> f64 {
         .sum()
 }
 
-struct Fed {
-    http: SocketAddr,
-    grpc: SocketAddr,
-    _dir: tempfile::TempDir,
-    cancel: CancellationToken,
+mod common;
+use common::Fed;
+
+async fn start_federator(alertmanagers: Vec<url::Url>) -> Fed {
+    Fed::start(CHECKS, |o| {
+        o.alertmanagers = alertmanagers;
+        o.alert_resend_interval = RESEND;
+    })
+    .await
 }
 
-impl Drop for Fed {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
+trait FedMetrics {
+    async fn metric(&self, prefix: &str, needle: &str) -> f64;
 }
 
-impl Fed {
-    async fn start(alertmanagers: Vec<url::Url>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let checks = dir.path().join("checks");
-        std::fs::create_dir(&checks).unwrap();
-        std::fs::write(checks.join("shop.yaml"), CHECKS).unwrap();
-        let cancel = CancellationToken::new();
-        let running = app::start(
-            app::Options {
-                checks,
-                listen: "127.0.0.1:0".parse().unwrap(),
-                grpc_listen: "127.0.0.1:0".parse().unwrap(),
-                results: dir.path().join("results.jsonl"),
-                cluster: "test".into(),
-                embedded_agent: false,
-                node: "n".into(),
-                shutdown_grace: Duration::from_secs(2),
-                alertmanagers,
-                alert_resend_interval: RESEND,
-                external_url: None,
-            },
-            cancel.clone(),
-        )
-        .await
-        .unwrap();
-        Self {
-            http: running.http_addr,
-            grpc: running.grpc_addr,
-            _dir: dir,
-            cancel,
-        }
-    }
-
+impl FedMetrics for Fed {
     async fn metric(&self, prefix: &str, needle: &str) -> f64 {
         let text = reqwest::get(format!("http://{}/metrics", self.http))
             .await
@@ -348,7 +315,7 @@ fn unix_nanos(rfc3339: &Value) -> i64 {
 #[tokio::test]
 async fn failing_check_fires_with_its_labels_and_recovery_resolves_it() {
     let am = Am::start().await;
-    let fed = Fed::start(vec![am.url()]).await;
+    let fed = start_federator(vec![am.url()]).await;
     let mut agent = Agent::connect(&fed).await;
 
     let first_failure = now_ms() - 2_000_000_000;
@@ -450,7 +417,7 @@ async fn failing_check_fires_with_its_labels_and_recovery_resolves_it() {
 async fn stopped_alertmanager_delays_nobody_and_catches_up_when_back() {
     let a = Am::start().await;
     let mut b = Am::start().await;
-    let fed = Fed::start(vec![a.url(), b.url()]).await;
+    let fed = start_federator(vec![a.url(), b.url()]).await;
     let mut agent = Agent::connect(&fed).await;
 
     // B hangs: its POSTs time out, A must not wait for them.

@@ -9,65 +9,20 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
-use vigil_federator::app;
 use vigil_proto::{
     AgentMessage, Hello, MAX_BATCH_RESULTS, ProbeResult, ResultBatch, agent_message,
     federator_client::FederatorClient, federator_message::Msg,
 };
 
-struct Fed {
-    grpc: SocketAddr,
-    http: SocketAddr,
-    results: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-    cancel: CancellationToken,
-}
+mod common;
+use common::Fed;
 
-impl Drop for Fed {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
+const CHECKS: &str = "apiVersion: vigil.dev/v1alpha1\nkind: HealthCheck\nmetadata: {name: c, namespace: t}\nspec:\n  probe: {tcp: {address: '127.0.0.1:1'}}\n";
 
 async fn federator() -> Fed {
-    let dir = tempfile::tempdir().unwrap();
-    let checks = dir.path().join("checks");
-    std::fs::create_dir(&checks).unwrap();
-    std::fs::write(
-        checks.join("c.yaml"),
-        "apiVersion: vigil.dev/v1alpha1\nkind: HealthCheck\nmetadata: {name: c, namespace: t}\nspec:\n  probe: {tcp: {address: '127.0.0.1:1'}}\n",
-    )
-    .unwrap();
-    let results = dir.path().join("results.jsonl");
-    let cancel = CancellationToken::new();
-    let running = app::start(
-        app::Options {
-            checks,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            grpc_listen: "127.0.0.1:0".parse().unwrap(),
-            results: results.clone(),
-            cluster: "test".into(),
-            embedded_agent: false,
-            node: "n".into(),
-            shutdown_grace: Duration::from_secs(2),
-            alertmanagers: Vec::new(),
-            alert_resend_interval: Duration::from_secs(60),
-            external_url: None,
-        },
-        cancel.clone(),
-    )
-    .await
-    .unwrap();
-    Fed {
-        grpc: running.grpc_addr,
-        http: running.http_addr,
-        results,
-        _dir: dir,
-        cancel,
-    }
+    Fed::start(CHECKS, |_| {}).await
 }
 
 async fn client(addr: SocketAddr) -> FederatorClient<Channel> {

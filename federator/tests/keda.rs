@@ -8,10 +8,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
-use vigil_federator::app;
 use vigil_proto::externalscaler::{
     GetMetricsRequest, IsActiveResponse, MetricSpec, ScaledObjectRef,
     external_scaler_client::ExternalScalerClient,
@@ -51,47 +49,11 @@ spec:
   probe: {tcp: {address: '127.0.0.1:3'}}
 ";
 
-struct Fed {
-    grpc: SocketAddr,
-    _dir: tempfile::TempDir,
-    cancel: CancellationToken,
-}
-
-impl Drop for Fed {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
+mod common;
+use common::Fed;
 
 async fn federator() -> Fed {
-    let dir = tempfile::tempdir().unwrap();
-    let checks = dir.path().join("checks");
-    std::fs::create_dir(&checks).unwrap();
-    std::fs::write(checks.join("checks.yaml"), CHECKS).unwrap();
-    let cancel = CancellationToken::new();
-    let running = app::start(
-        app::Options {
-            checks,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            grpc_listen: "127.0.0.1:0".parse().unwrap(),
-            results: dir.path().join("results.jsonl"),
-            cluster: "test".into(),
-            embedded_agent: false,
-            node: "n".into(),
-            shutdown_grace: Duration::from_secs(2),
-            alertmanagers: Vec::new(),
-            alert_resend_interval: Duration::from_secs(60),
-            external_url: None,
-        },
-        cancel.clone(),
-    )
-    .await
-    .unwrap();
-    Fed {
-        grpc: running.grpc_addr,
-        _dir: dir,
-        cancel,
-    }
+    Fed::start(CHECKS, |_| {}).await
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
