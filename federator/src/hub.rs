@@ -84,7 +84,7 @@ impl Hub {
                 check: l.check,
             })
             .collect();
-        self.state.set_rules(defs.iter().map(|d| {
+        let dropped = self.state.set_rules(defs.iter().map(|d| {
             let s = &d.check.spec;
             (
                 d.spec.id.clone(),
@@ -95,6 +95,17 @@ impl Hub {
                 },
             )
         }));
+        // Deleted checks leave /metrics (and a Prometheus-driven KEDA trigger) with their state.
+        for key in &dropped {
+            let (ns, name) = key.check.split_once('/').unwrap_or(("", &key.check));
+            let _ = self.metrics.check_up.remove_label_values(&[
+                name,
+                ns,
+                &key.target,
+                &key.cluster,
+                &key.node,
+            ]);
+        }
         self.metrics
             .config_errors
             .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
@@ -240,4 +251,46 @@ pub fn now_unix_nanos() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::loader::{Loaded, parse_file};
+
+    #[test]
+    fn deleted_checks_leave_metrics() {
+        let state = Arc::new(State::default());
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(Arc::clone(&state), Arc::clone(&metrics));
+        let mut loaded = Loaded::default();
+        parse_file(
+            Path::new("c.yaml"),
+            "apiVersion: vigil.dev/v1alpha1\nkind: HealthCheck\nmetadata: {name: c, namespace: ns}\nspec:\n  failureThreshold: 1\n  probe: {tcp: {address: '127.0.0.1:1'}}\n",
+            &mut loaded,
+        );
+        hub.set_checks(loaded.checks, Vec::new());
+        let mut failed = vigil_proto::ProbeResult {
+            check_id: "ns/c".into(),
+            target: "127.0.0.1:1".into(),
+            cluster: "local".into(),
+            outcome: vigil_proto::Outcome::Failure as i32,
+            ..Default::default()
+        };
+        assert!(state.apply(&mut failed).is_some());
+        metrics
+            .check_up
+            .with_label_values(&["c", "ns", "127.0.0.1:1", "local", ""])
+            .set(0);
+        assert!(metrics.render().contains("vigil_check_up{"));
+
+        hub.set_checks(Vec::new(), Vec::new());
+        assert!(
+            !metrics.render().contains("vigil_check_up{"),
+            "{}",
+            metrics.render()
+        );
+    }
 }

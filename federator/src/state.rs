@@ -80,9 +80,14 @@ pub struct State {
 
 impl State {
     /// Replaces the set of known checks; state of removed checks is dropped, others kept.
-    pub fn set_rules(&self, rules: impl IntoIterator<Item = (String, CheckRules)>) {
+    /// Returns the keys whose state was dropped (so their metric series can go too).
+    pub fn set_rules(
+        &self,
+        rules: impl IntoIterator<Item = (String, CheckRules)>,
+    ) -> Vec<StateKey> {
         let mut checks = self.checks.lock().unwrap();
         let mut fresh: HashMap<String, CheckEntry> = HashMap::new();
+        let mut dropped = Vec::new();
         for (id, r) in rules {
             let mut entry = checks.remove(&id).unwrap_or_default();
             if entry
@@ -90,13 +95,16 @@ impl State {
                 .as_ref()
                 .is_some_and(|old| old.node_scoped != r.node_scoped)
             {
-                entry.targets.clear();
+                dropped.extend(std::mem::take(&mut entry.targets).into_keys());
             }
             entry.rules = Some(r);
             fresh.insert(id, entry);
         }
+        // What is left belongs to checks that are gone.
+        dropped.extend(checks.drain().flat_map(|(_, e)| e.targets.into_keys()));
         *checks = fresh;
         self.changes.send_modify(|g| *g += 1);
+        dropped
     }
 
     /// A receiver that sees a new generation after every health transition or check-set change.
@@ -293,6 +301,28 @@ mod tests {
         state.apply(&mut result(3, Outcome::Success));
         state.apply(&mut result(4, Outcome::Success));
         assert_eq!(state.targets("ns/c").len(), 2);
+    }
+
+    #[test]
+    fn removed_checks_report_the_state_they_drop() {
+        let state = State::default();
+        state.set_rules([
+            ("ns/c".to_owned(), rules(1, 1)),
+            ("ns/d".to_owned(), rules(1, 1)),
+        ]);
+        state.apply(&mut result(1, Outcome::Failure));
+        let dropped = state.set_rules([("ns/d".to_owned(), rules(1, 1))]);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(
+            (dropped[0].check.as_str(), dropped[0].target.as_str()),
+            ("ns/c", "t")
+        );
+        assert!(state.targets("ns/c").is_empty());
+        assert!(
+            state
+                .set_rules([("ns/d".to_owned(), rules(1, 1))])
+                .is_empty()
+        );
     }
 
     #[test]
