@@ -9,12 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
-use vigil_proto::{
-    AgentMessage, Hello, Outcome, ProbeResult, ResultBatch, agent_message,
-    federator_client::FederatorClient,
-};
+use vigil_proto::{AgentMessage, Outcome, ProbeResult};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const AMTOOL: &str = "/usr/bin/amtool";
@@ -233,27 +228,7 @@ struct Agent {
 
 impl Agent {
     async fn connect(fed: &Fed) -> Self {
-        let channel = Channel::from_shared(format!("http://{}", fed.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let (tx, rx) = mpsc::channel(64);
-        tx.send(AgentMessage {
-            msg: Some(agent_message::Msg::Hello(Hello {
-                agent_id: "agent-1".into(),
-                node: "node-1".into(),
-                capabilities: vec!["probe/tcp".into()],
-                ..Default::default()
-            })),
-        })
-        .await
-        .unwrap();
-        let mut inbound = FederatorClient::new(channel)
-            .connect(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let (tx, mut inbound) = common::open_stream(fed.grpc, "agent-1").await;
         // Read assignments and acks so the federator never waits on us.
         tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
         Self { tx, seq: 0 }
@@ -286,15 +261,7 @@ impl Agent {
                 }
             })
             .collect();
-        self.tx
-            .send(AgentMessage {
-                msg: Some(agent_message::Msg::Results(ResultBatch {
-                    results,
-                    agent_id: String::new(),
-                })),
-            })
-            .await
-            .unwrap();
+        self.tx.send(common::batch_of(results)).await.unwrap();
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 use vigil_proto::{
-    AgentMessage, Hello, MAX_BATCH_RESULTS, ProbeResult, ResultBatch, agent_message,
+    AgentMessage, MAX_BATCH_RESULTS, ProbeResult, ResultBatch, agent_message,
     federator_client::FederatorClient, federator_message::Msg,
 };
 
@@ -36,16 +36,7 @@ async fn client(addr: SocketAddr) -> FederatorClient<Channel> {
         .max_decoding_message_size(usize::MAX)
 }
 
-fn hello(agent: &str) -> AgentMessage {
-    AgentMessage {
-        msg: Some(agent_message::Msg::Hello(Hello {
-            agent_id: agent.into(),
-            node: "node-1".into(),
-            capabilities: vec!["probe/tcp".into()],
-            ..Default::default()
-        })),
-    }
-}
+use common::hello;
 
 fn batch(seqs: impl IntoIterator<Item = u64>) -> AgentMessage {
     AgentMessage {

@@ -7,17 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 use vigil_proto::externalscaler::{
     GetMetricsRequest, IsActiveResponse, MetricSpec, ScaledObjectRef,
     external_scaler_client::ExternalScalerClient,
 };
-use vigil_proto::{
-    AgentMessage, FederatorMessage, Hello, Outcome, ProbeResult, ResultBatch, agent_message,
-    federator_client::FederatorClient, federator_message::Msg,
-};
+use vigil_proto::{AgentMessage, FederatorMessage, Outcome, ProbeResult, federator_message::Msg};
 
 /// How long a push may take after the result that flips the activity.
 const PUSH_DEADLINE: Duration = Duration::from_secs(1);
@@ -74,23 +70,7 @@ struct Agent {
 
 impl Agent {
     async fn connect(addr: SocketAddr) -> Self {
-        let mut client = FederatorClient::new(channel(addr).await);
-        let (tx, rx) = mpsc::channel(8);
-        tx.send(AgentMessage {
-            msg: Some(agent_message::Msg::Hello(Hello {
-                agent_id: "fake".into(),
-                node: "node-1".into(),
-                capabilities: vec!["probe/tcp".into()],
-                ..Default::default()
-            })),
-        })
-        .await
-        .unwrap();
-        let inbound = client
-            .connect(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let (tx, inbound) = common::open_stream(addr, "fake").await;
         Self {
             tx,
             inbound,
@@ -110,15 +90,7 @@ impl Agent {
             reason: outcome.name().into(),
             ..Default::default()
         };
-        self.tx
-            .send(AgentMessage {
-                msg: Some(agent_message::Msg::Results(ResultBatch {
-                    results: vec![result],
-                    agent_id: String::new(),
-                })),
-            })
-            .await
-            .unwrap();
+        self.tx.send(common::batch_of(vec![result])).await.unwrap();
         self.seq
     }
 

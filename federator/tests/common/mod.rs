@@ -58,3 +58,51 @@ impl Fed {
         }
     }
 }
+
+/// The Hello of a fake agent on node `node-1` that runs tcp probes.
+pub fn hello(agent_id: &str) -> vigil_proto::AgentMessage {
+    use vigil_proto::{AgentMessage, Hello, agent_message};
+    AgentMessage {
+        msg: Some(agent_message::Msg::Hello(Hello {
+            agent_id: agent_id.into(),
+            node: "node-1".into(),
+            capabilities: vec!["probe/tcp".into()],
+            ..Default::default()
+        })),
+    }
+}
+
+/// A ResultBatch message carrying `results`.
+pub fn batch_of(results: Vec<vigil_proto::ProbeResult>) -> vigil_proto::AgentMessage {
+    use vigil_proto::{AgentMessage, ResultBatch, agent_message};
+    AgentMessage {
+        msg: Some(agent_message::Msg::Results(ResultBatch {
+            results,
+            agent_id: String::new(),
+        })),
+    }
+}
+
+/// Opens a Connect stream to `grpc` as fake agent `agent_id` (Hello already sent): the sender
+/// for further messages and the federator's side of the stream.
+pub async fn open_stream(
+    grpc: SocketAddr,
+    agent_id: &str,
+) -> (
+    tokio::sync::mpsc::Sender<vigil_proto::AgentMessage>,
+    tonic::Streaming<vigil_proto::FederatorMessage>,
+) {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tx.send(hello(agent_id)).await.unwrap();
+    let inbound = vigil_proto::federator_client::FederatorClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, inbound)
+}
