@@ -67,6 +67,28 @@ const RCODE_NAMES: &[(u16, &str)] = &[
     (23, "BADCOOKIE"),
 ];
 
+/// Looks `given` up by name (any case) in `table`, or says `{what} {given:?} {problem}; use one
+/// of ...` with every name.
+fn by_name<T: Copy>(
+    what: &str,
+    given: &str,
+    problem: &str,
+    table: impl Iterator<Item = (&'static str, T)> + Clone,
+) -> Result<T, String> {
+    let wanted = given.to_ascii_uppercase();
+    table
+        .clone()
+        .find(|(n, _)| *n == wanted)
+        .map(|(_, v)| v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = table.map(|(n, _)| n).collect();
+            format!(
+                "{what} {given:?} {problem}; use one of {}",
+                names.join(", ")
+            )
+        })
+}
+
 enum Server {
     Addr(SocketAddr),
     Host(String, u16),
@@ -99,42 +121,22 @@ impl DnsProbe {
         let record_type = if spec.record_type.is_empty() {
             RecordType::A
         } else {
-            let wanted = spec.record_type.to_ascii_uppercase();
-            RECORD_TYPES
-                .iter()
-                .find(|(n, _)| *n == wanted)
-                .map(|(_, t)| *t)
-                .ok_or_else(|| {
-                    format!(
-                        "record type {:?} is not supported; use one of {}",
-                        spec.record_type,
-                        RECORD_TYPES
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })?
+            by_name(
+                "record type",
+                &spec.record_type,
+                "is not supported",
+                RECORD_TYPES.iter().copied(),
+            )?
         };
         let expect_rcode = if spec.expect_rcode.is_empty() {
             "NOERROR"
         } else {
-            let wanted = spec.expect_rcode.to_ascii_uppercase();
-            RCODE_NAMES
-                .iter()
-                .find(|(_, n)| *n == wanted)
-                .map(|(_, n)| *n)
-                .ok_or_else(|| {
-                    format!(
-                        "expectRcode {:?} is not an rcode; use one of {}",
-                        spec.expect_rcode,
-                        RCODE_NAMES
-                            .iter()
-                            .map(|(_, n)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })?
+            by_name(
+                "expectRcode",
+                &spec.expect_rcode,
+                "is not an rcode",
+                RCODE_NAMES.iter().map(|&(_, n)| (n, n)),
+            )?
         };
         let answers_match = if spec.answers_match.is_empty() {
             None
