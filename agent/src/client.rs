@@ -1,30 +1,40 @@
 //! The agent's stream to the federator: Hello, then results; Assignments and Acks come back.
 //! On any break it reconnects with capped exponential backoff and resends everything after
 //! the last Ack.
+//!
+//! Results leave the outbox already encoded and go out through [`codec::AgentCodec`] without
+//! being decoded or copied into messages. A lone result waits up to [`LINGER`] for company, so
+//! that one write (and one Ack) carries many.
+
+pub mod codec;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::uri::PathAndQuery;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
-use vigil_proto::{
-    AgentMessage, Hello, MAX_MESSAGE_BYTES, ResultBatch, agent_message,
-    federator_client::FederatorClient, federator_message::Msg,
-};
+use vigil_proto::{AgentMessage, Hello, MAX_MESSAGE_BYTES, agent_message, federator_message::Msg};
 
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::scheduler::{Identity, Scheduler, now_unix_nanos};
+use codec::{AgentCodec, Outgoing};
 
 /// Results per batch on the wire.
 const BATCH_RESULTS: usize = 1_000;
+/// Encoded bytes per batch, well below the federator's message limit.
+const BATCH_BYTES: usize = 1 << 20;
 /// Results sent but not yet acknowledged before the agent waits for Acks.
 const WINDOW_RESULTS: u64 = 20_000;
+/// How long a result may wait for others to share its batch.
+pub const LINGER: Duration = Duration::from_millis(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const CONNECT_PATH: &str = "/vigil.v1.Federator/Connect";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -115,10 +125,14 @@ impl Client {
             c = endpoint.connect() => c.map_err(|source| SessionError::Connect { url: self.url.clone(), source })?,
             () = cancel.cancelled() => return Err(SessionError::Closed),
         };
-        let mut client = FederatorClient::new(channel)
+        let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let (tx, rx) = mpsc::channel::<AgentMessage>(8);
+        grpc.ready().await.map_err(|source| SessionError::Connect {
+            url: self.url.clone(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel::<Outgoing>(8);
         let acked = self.outbox.acked();
         let hello = Hello {
             agent_id: self.identity.agent_id.clone(),
@@ -130,12 +144,16 @@ impl Client {
             sent_unix_nanos: now_unix_nanos(),
         };
         let _ = tx
-            .send(AgentMessage {
+            .send(Outgoing::Message(AgentMessage {
                 msg: Some(agent_message::Msg::Hello(hello)),
-            })
+            }))
             .await;
-        let mut inbound = client
-            .connect(ReceiverStream::new(rx))
+        let mut inbound = grpc
+            .streaming(
+                tonic::Request::new(ReceiverStream::new(rx)),
+                PathAndQuery::from_static(CONNECT_PATH),
+                AgentCodec,
+            )
             .await
             .map_err(SessionError::Refused)?
             .into_inner();
@@ -144,6 +162,8 @@ impl Client {
 
         let mut cursor = acked;
         let mut draining: Option<tokio::time::Instant> = None;
+        // Set while results wait for a batch to fill.
+        let mut linger: Option<tokio::time::Instant> = None;
         self.outbox.poke();
         loop {
             if let Some(deadline) = draining {
@@ -156,48 +176,79 @@ impl Client {
                 }
             }
             let window_open = cursor.saturating_sub(self.outbox.acked()) < WINDOW_RESULTS;
-            tokio::select! {
-                msg = inbound.message() => match msg.map_err(SessionError::Broken)? {
-                    None => return Err(SessionError::Closed),
-                    Some(m) => match m.msg {
-                        Some(Msg::Assignment(a)) if a.generation > *generation => {
-                            *generation = a.generation;
-                            tracing::info!(generation = a.generation, checks = a.checks.len(), "new assignment");
-                            self.scheduler.assign(a.checks);
-                        }
-                        Some(Msg::Assignment(_)) => {} // stale: a newer generation already arrived
-                        Some(Msg::Ack(ack)) => {
-                            self.outbox.ack(ack.seq, &self.metrics);
-                            let offset = (ack.federator_unix_nanos - now_unix_nanos()) as f64 / 1e9;
-                            self.metrics.clock_offset.set(offset);
-                            // Room in the window again: look for more to send.
-                            self.outbox.poke();
-                        }
-                        None => {}
-                    },
-                },
-                () = self.outbox.pushed(), if window_open => {
-                    let batch = self.outbox.after(cursor, BATCH_RESULTS);
-                    if let Some(last) = batch.last() {
-                        cursor = last.seq;
-                        let n = batch.len();
-                        let msg = AgentMessage { msg: Some(agent_message::Msg::Results(ResultBatch { results: batch, agent_id: String::new() })) };
-                        if tx.send(msg).await.is_err() {
-                            return Err(SessionError::Closed);
-                        }
-                        self.metrics.results_sent.inc_by(n as u64);
-                        if n == BATCH_RESULTS {
-                            self.outbox.poke(); // more may be waiting
-                        }
+            let send = tokio::select! {
+                msg = inbound.message() => {
+                    match msg.map_err(SessionError::Broken)? {
+                        None => return Err(SessionError::Closed),
+                        Some(m) => match m.msg {
+                            Some(Msg::Assignment(a)) if a.generation > *generation => {
+                                *generation = a.generation;
+                                tracing::info!(generation = a.generation, checks = a.checks.len(), "new assignment");
+                                self.scheduler.assign(a.checks);
+                            }
+                            Some(Msg::Assignment(_)) => {} // stale: a newer generation already arrived
+                            Some(Msg::Ack(ack)) => {
+                                self.outbox.ack(ack.seq, &self.metrics);
+                                let offset_nanos = ack.federator_unix_nanos - now_unix_nanos();
+                                self.metrics.clock_offset.set(offset_nanos as f64 / 1e9);
+                                // For the node/clock diagnostic.
+                                self.metrics.federator_clock.record(offset_nanos);
+                                // Room in the window again: look for more to send.
+                                self.outbox.poke();
+                            }
+                            None => {}
+                        },
+                    }
+                    false
+                }
+                () = self.outbox.pushed(), if window_open && linger.is_none() => {
+                    // A full batch (or a resend backlog) goes at once; a few results wait.
+                    let waiting = self.outbox.last_seq().saturating_sub(cursor);
+                    if waiting == 0 {
+                        false
+                    } else if waiting >= BATCH_RESULTS as u64 || draining.is_some() {
+                        true
+                    } else {
+                        linger = Some(tokio::time::Instant::now() + LINGER);
+                        false
                     }
                 }
+                () = sleep_until(linger), if window_open && linger.is_some() => true,
                 () = cancel.cancelled(), if draining.is_none() => {
                     tracing::info!(unacked = self.outbox.unacked(), ?grace, "draining results before stopping");
                     draining = Some(tokio::time::Instant::now() + grace);
                     self.outbox.poke();
+                    false
                 }
-                () = tokio::time::sleep(Duration::from_millis(100)), if draining.is_some() => {}
+                () = tokio::time::sleep(Duration::from_millis(100)), if draining.is_some() => false,
+            };
+            if !send {
+                continue;
+            }
+            linger = None;
+            let batch = self
+                .outbox
+                .batch_after(cursor, BATCH_RESULTS, BATCH_BYTES, &self.metrics)
+                .await;
+            let Some(last) = batch.last().map(|r| r.seq) else {
+                continue;
+            };
+            cursor = last;
+            let n = batch.len();
+            if tx.send(Outgoing::Results(batch)).await.is_err() {
+                return Err(SessionError::Closed);
+            }
+            self.metrics.results_sent.inc_by(n as u64);
+            if self.outbox.last_seq() > cursor {
+                self.outbox.poke(); // more is waiting
             }
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,9 +1,10 @@
 //! The agent's metrics: blackbox_exporter's names where they overlap, `vigil_*` for its own.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
+use vigil_proto::Outcome;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -11,7 +12,13 @@ pub struct Metrics {
     pub results_sent: IntCounter,
     pub results_acked: IntCounter,
     pub results_dropped: IntCounter,
+    /// `results_produced` per outcome, looked up once (indexed by `Outcome as usize`).
+    produced_by_outcome: [IntCounter; 5],
     pub buffered: IntGauge,
+    pub results_spilled: IntCounter,
+    pub spilled: IntGauge,
+    pub spill_bytes: IntGauge,
+    pub spill_errors: IntCounter,
     pub reconnects: IntCounter,
     pub connected: IntGauge,
     pub checks_assigned: IntGauge,
@@ -20,6 +27,14 @@ pub struct Metrics {
     /// Per-check blackbox-named gauges, kept compactly.
     pub probe: crate::probe_gauges::ProbeGauges,
     pub clock_offset: Gauge,
+    /// 1 while a node problem class (`VigilMemoryPressure`, ...) is active on this node.
+    pub node_problem: IntGaugeVec,
+    /// Kernel-log matches, by problem class and pattern name.
+    pub node_problem_events: IntCounterVec,
+    /// Node diagnostic passes that could not tell (ERROR findings), by diagnostic.
+    pub node_diagnostic_errors: IntCounterVec,
+    /// The last federator clock offset, for the clock diagnostic (recorded on each Ack).
+    pub federator_clock: std::sync::Arc<crate::node::FederatorClock>,
 }
 
 impl Metrics {
@@ -34,11 +49,20 @@ impl Metrics {
                 m
             }};
         }
+        let results_produced = reg!(IntCounterVec::new(
+            Opts::new("vigil_agent_results_total", "Results produced, by outcome."),
+            &["outcome"]
+        ));
         Self {
-            results_produced: reg!(IntCounterVec::new(
-                Opts::new("vigil_agent_results_total", "Results produced, by outcome."),
-                &["outcome"]
-            )),
+            produced_by_outcome: [
+                Outcome::Unspecified,
+                Outcome::Success,
+                Outcome::Failure,
+                Outcome::Timeout,
+                Outcome::Error,
+            ]
+            .map(|o| results_produced.with_label_values(&[o.name()])),
+            results_produced,
             results_sent: reg!(IntCounter::new(
                 "vigil_agent_results_sent_total",
                 "Results sent to the federator (resends included)."
@@ -49,11 +73,27 @@ impl Metrics {
             )),
             results_dropped: reg!(IntCounter::new(
                 "vigil_agent_results_dropped_total",
-                "Unacknowledged results dropped because the buffer was full."
+                "Unacknowledged results dropped because the buffer (and the spill, if any) was full."
             )),
             buffered: reg!(IntGauge::new(
                 "vigil_agent_buffered_results",
-                "Results waiting for the federator's Ack."
+                "Results waiting for the federator's Ack in memory."
+            )),
+            results_spilled: reg!(IntCounter::new(
+                "vigil_agent_results_spilled_total",
+                "Results written to the on-disk spill because the memory buffer was full (or at shutdown)."
+            )),
+            spilled: reg!(IntGauge::new(
+                "vigil_agent_spilled_results",
+                "Results waiting for the federator's Ack in the on-disk spill."
+            )),
+            spill_bytes: reg!(IntGauge::new(
+                "vigil_agent_spill_bytes",
+                "Bytes of the on-disk spill's segment files."
+            )),
+            spill_errors: reg!(IntCounter::new(
+                "vigil_agent_spill_errors_total",
+                "Failed spill writes (the result is dropped and counted) and seq reservations."
             )),
             reconnects: reg!(IntCounter::new(
                 "vigil_agent_reconnects_total",
@@ -85,8 +125,35 @@ impl Metrics {
                 "vigil_agent_clock_offset_seconds",
                 "Federator clock minus agent clock, from the last Ack (includes one-way latency)."
             )),
+            node_problem: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "vigil_node_problem",
+                    "1 while a node problem class is active on this node (node diagnostics)."
+                ),
+                &["type"]
+            )),
+            node_problem_events: reg!(IntCounterVec::new(
+                Opts::new(
+                    "vigil_node_problem_events_total",
+                    "Kernel-log problem events, by problem class and pattern name."
+                ),
+                &["type", "reason"]
+            )),
+            node_diagnostic_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "vigil_node_diagnostic_errors_total",
+                    "Node diagnostic findings with outcome ERROR (unreadable file, garbage, timeout)."
+                ),
+                &["diagnostic"]
+            )),
+            federator_clock: Default::default(),
             registry,
         }
+    }
+
+    /// The `vigil_agent_results_total` counter of `outcome` (no label lookup per result).
+    pub fn produced(&self, outcome: Outcome) -> &IntCounter {
+        &self.produced_by_outcome[(outcome as usize).min(4)]
     }
 
     pub fn render(&self) -> String {

@@ -34,6 +34,8 @@ pub enum Verdict {
 #[derive(Default)]
 pub struct Attempt {
     inner: Mutex<AttemptNotes>,
+    /// Connect to this address instead of resolving the host (deep checks try every address).
+    pinned: Option<std::net::IpAddr>,
 }
 
 #[derive(Default, Debug, Clone)]
@@ -45,6 +47,15 @@ pub struct AttemptNotes {
 }
 
 impl Attempt {
+    /// An attempt whose [`connect`] goes to `ip` without resolving the host (the host is still
+    /// used for SNI and the Host header).
+    pub fn pinned_to(ip: std::net::IpAddr) -> Self {
+        Self {
+            pinned: Some(ip),
+            ..Self::default()
+        }
+    }
+
     pub fn phase(&self, phase: &'static str) {
         self.inner.lock().unwrap().phase = phase;
     }
@@ -130,7 +141,10 @@ pub async fn connect(
 ) -> Result<(tokio::net::TcpStream, SocketAddr), Verdict> {
     attempt.phase("DNS lookup");
     let t = std::time::Instant::now();
-    let addr = resolve(host, port, pref).await.map_err(Verdict::Failure)?;
+    let addr = match attempt.pinned {
+        Some(ip) => SocketAddr::new(ip, port),
+        None => resolve(host, port, pref).await.map_err(Verdict::Failure)?,
+    };
     attempt.value("phase_resolve_seconds", t.elapsed().as_secs_f64());
     attempt.detail("resolved_ip", addr.ip().to_string());
     attempt.phase("connect");

@@ -283,9 +283,7 @@ pub async fn run_check(
 }
 
 fn record_metrics(m: &Metrics, spec: &CheckSpec, r: &ProbeResult) {
-    m.results_produced
-        .with_label_values(&[r.outcome().name()])
-        .inc();
+    m.produced(r.outcome()).inc();
     m.probe.record(spec, r);
 }
 

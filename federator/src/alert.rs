@@ -7,8 +7,14 @@
 //! whole table. Each Alertmanager has its own queue and task ([`sender`]): a slow or dead one
 //! delays nobody, and because its queue keeps only the latest version of each alert it catches
 //! up on current state, not history, when it comes back.
+//!
+//! Besides `HealthCheckFailing`, a failing node diagnostic (`node/<diagnostic>` with a problem
+//! class) fires `NodeProblem`, and an agent gone for longer than `agent_silent_after` fires
+//! `VigilAgentSilent` ([`node`]). A firing check alert's description carries the latest
+//! deep-check findings of its run of failures from the next resend on.
 
 mod model;
+mod node;
 mod sender;
 
 use std::collections::{HashMap, HashSet};
@@ -23,12 +29,13 @@ use url::Url;
 use vigil_proto::ProbeResult;
 
 pub use model::{ALERTNAME, Alert, LastResult};
+pub use node::{AGENT_SILENT, NODE_PROBLEM};
 pub use sender::{MAX_BATCH, QUEUE_CAPACITY};
 
 use crate::hub::{CheckDef, Hub, now_unix_nanos};
 use crate::metrics::Metrics;
 use crate::record::rfc3339;
-use crate::state::{Health, State, StateKey, Transition};
+use crate::state::{Health, State, StateKey, Transition, is_agent_owned};
 
 /// How long a resolved alert keeps being resent, so an Alertmanager that was away learns of it.
 pub const RESOLVED_RESEND_FOR: Duration = Duration::from_secs(15 * 60);
@@ -46,6 +53,11 @@ pub struct Config {
     pub resend_interval: Duration,
     /// Base of each alert's `generatorURL` (`<this>?check=<ns>/<name>`).
     pub external_url: Url,
+    /// An agent whose stream has been gone this long fires VigilAgentSilent
+    /// (`--agent-silent-after`). Default 2m.
+    pub agent_silent_after: Duration,
+    /// Deep-check findings, quoted in the description of the check's alert.
+    pub deep_checks: Arc<crate::deep_check::DeepChecks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +68,8 @@ pub enum AlertError {
     Scheme { url: String },
     #[error("--alert-resend-interval must be more than zero")]
     ResendInterval,
+    #[error("--agent-silent-after must be more than zero; write it like 2m")]
+    SilentAfter,
     #[error("cannot build the HTTP client for Alertmanager: {0}")]
     Client(#[source] reqwest::Error),
 }
@@ -85,6 +99,9 @@ impl Notifier {
     ) -> Result<Self, AlertError> {
         if config.resend_interval.is_zero() {
             return Err(AlertError::ResendInterval);
+        }
+        if config.agent_silent_after.is_zero() {
+            return Err(AlertError::SilentAfter);
         }
         if let Some(bad) = config
             .alertmanagers
@@ -121,6 +138,7 @@ impl Notifier {
         let (tx, rx) = mpsc::channel(EVENTS_CAPACITY);
         let dropped = Arc::new(AtomicU64::new(0));
         let table = Table {
+            silence: node::Silence::new(config.agent_silent_after),
             config,
             hub,
             state,
@@ -147,6 +165,8 @@ impl Notifier {
             last: LastResult {
                 reason: result.reason.clone(),
                 latency_seconds: result.latency_nanos as f64 / 1e9,
+                problem: result.details.get("problem").cloned(),
+                deep_check: None,
             },
         };
         if self.events.try_send(event).is_err() {
@@ -160,6 +180,18 @@ struct Tracked {
     alert: Alert,
     /// When it recovered (Unix nanoseconds); `None` while firing.
     resolved_at: Option<i64>,
+    kind: Kind,
+}
+
+/// What an alert is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A HealthCheck's target: `HealthCheckFailing`.
+    Check,
+    /// A node diagnostic with this problem class: `NodeProblem`.
+    Node(String),
+    /// An agent: `VigilAgentSilent` (the key's target is the agent id).
+    Agent,
 }
 
 /// The firing and recently resolved alerts, owned by the notifier task.
@@ -171,6 +203,7 @@ struct Table {
     queues: Vec<Arc<sender::Queue>>,
     alerts: HashMap<StateKey, Tracked>,
     dropped_events: Arc<AtomicU64>,
+    silence: node::Silence,
 }
 
 impl Table {
@@ -178,6 +211,8 @@ impl Table {
         let mut resend = tokio::time::interval(self.config.resend_interval);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resend.tick().await;
+        let mut silence = tokio::time::interval(self.silence.poll_every());
+        silence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut events = Vec::new();
         loop {
             tokio::select! {
@@ -189,6 +224,7 @@ impl Table {
                     self.apply(events.drain(..));
                 }
                 _ = resend.tick() => self.resend_all(),
+                _ = silence.tick() => self.check_silence(),
             }
         }
     }
@@ -212,9 +248,11 @@ impl Table {
         } in events
         {
             if t.to == Health::Failing {
-                let Some(def) = checks.get(&t.key.check) else {
+                let def = checks.get(&t.key.check);
+                let agent_owned = is_agent_owned(&t.key.check);
+                if def.is_none() && !agent_owned {
                     continue;
-                };
+                }
                 let states = targets
                     .entry(t.key.check.clone())
                     .or_insert_with(|| self.state.targets(&t.key.check));
@@ -224,15 +262,11 @@ impl Table {
                     .and_then(|s| s.failing_since_unix_nanos)
                     .filter(|since| *since <= t.at_unix_nanos)
                     .unwrap_or(t.at_unix_nanos);
-                let alert = model::build(&t.key, def, &last, starts_at, &self.config.external_url);
-                tracing::info!(check = %t.key.check, target = %t.key.target, node = %t.key.node, cluster = %t.key.cluster, "alert firing");
-                self.alerts.insert(
-                    t.key.clone(),
-                    Tracked {
-                        alert,
-                        resolved_at: None,
-                    },
-                );
+                let Some(tracked) = self.fire(&t.key, def, last, starts_at) else {
+                    continue; // a node diagnostic that could not tell: no problem class
+                };
+                tracing::info!(alertname = %tracked.alert.labels["alertname"], check = %t.key.check, target = %t.key.target, node = %t.key.node, cluster = %t.key.cluster, "alert firing");
+                self.alerts.insert(t.key.clone(), tracked);
                 changed.push(t.key);
             } else if let Some(tracked) = self.alerts.get_mut(&t.key)
                 && tracked.resolved_at.is_none()
@@ -240,6 +274,75 @@ impl Table {
                 tracked.resolved_at = Some(t.at_unix_nanos);
                 tracing::info!(check = %t.key.check, target = %t.key.target, node = %t.key.node, cluster = %t.key.cluster, "alert resolved");
                 changed.push(t.key);
+            }
+        }
+        self.send(changed);
+    }
+
+    /// The alert of a failing check target (`def`) or node diagnostic (no `def`); `None` for a
+    /// node diagnostic without a problem class.
+    fn fire(
+        &self,
+        key: &StateKey,
+        def: Option<&CheckDef>,
+        mut last: LastResult,
+        starts_at: i64,
+    ) -> Option<Tracked> {
+        let url = &self.config.external_url;
+        let (alert, kind) = match def {
+            Some(def) if !is_agent_owned(&key.check) => {
+                last.deep_check = self.config.deep_checks.describe_since(key, starts_at);
+                (model::build(key, def, &last, starts_at, url), Kind::Check)
+            }
+            _ => {
+                let problem = last.problem.clone()?;
+                let alert = node::node_problem(key, &problem, &last, starts_at, url);
+                (alert, Kind::Node(problem))
+            }
+        };
+        Some(Tracked {
+            alert,
+            resolved_at: None,
+            kind,
+        })
+    }
+
+    /// Fires and resolves VigilAgentSilent from the agents connected now.
+    fn check_silence(&mut self) {
+        let changes = self.silence.observe(&self.hub.agents(), now_unix_nanos());
+        let mut changed = Vec::new();
+        for c in changes {
+            match c {
+                node::SilenceChange::Fire {
+                    key,
+                    gone_unix_nanos,
+                } => {
+                    tracing::warn!(agent = %key.target, node = %key.node, cluster = %key.cluster, "agent silent; alert firing");
+                    let alert = node::agent_silent(
+                        &key,
+                        gone_unix_nanos,
+                        self.silence.after(),
+                        &self.config.external_url,
+                    );
+                    self.alerts.insert(
+                        key.clone(),
+                        Tracked {
+                            alert,
+                            resolved_at: None,
+                            kind: Kind::Agent,
+                        },
+                    );
+                    changed.push(key);
+                }
+                node::SilenceChange::Resolve { key } => {
+                    if let Some(t) = self.alerts.get_mut(&key)
+                        && t.resolved_at.is_none()
+                    {
+                        tracing::info!(agent = %key.target, node = %key.node, cluster = %key.cluster, "agent back; alert resolved");
+                        t.resolved_at = Some(now_unix_nanos());
+                        changed.push(key);
+                    }
+                }
             }
         }
         self.send(changed);
@@ -262,18 +365,24 @@ impl Table {
             .into_iter()
             .map(|t| (t.key.clone(), t))
             .collect();
+        let deep_checks = Arc::clone(&self.config.deep_checks);
         for (key, tracked) in &mut self.alerts {
-            if tracked.resolved_at.is_some() {
+            if tracked.resolved_at.is_some() || tracked.kind == Kind::Agent {
                 continue;
             }
             match live.get(key) {
                 Some(t) if t.state == Health::Failing => {
-                    if let Some(def) = checks.get(&key.check) {
-                        let last = LastResult {
-                            reason: t.last.reason.clone(),
-                            latency_seconds: t.last.latency_seconds,
-                        };
-                        model::set_annotations(&mut tracked.alert, key, def, &last);
+                    let mut last = LastResult::of_record(&t.last);
+                    match (&tracked.kind, checks.get(&key.check)) {
+                        (Kind::Node(problem), _) => {
+                            node::set_node_annotations(&mut tracked.alert, key, problem, &last);
+                        }
+                        (_, Some(def)) => {
+                            let since = t.failing_since_unix_nanos.unwrap_or(t.since_unix_nanos);
+                            last.deep_check = deep_checks.describe_since(key, since);
+                            model::set_annotations(&mut tracked.alert, key, def, &last);
+                        }
+                        _ => {}
                     }
                 }
                 Some(t) if t.state == Health::Healthy => {
@@ -291,22 +400,14 @@ impl Table {
             if t.state != Health::Failing || firing {
                 continue;
             }
-            let Some(def) = checks.get(&key.check) else {
+            let def = checks.get(&key.check);
+            if def.is_none() && !is_agent_owned(&key.check) {
                 continue;
-            };
-            let last = LastResult {
-                reason: t.last.reason.clone(),
-                latency_seconds: t.last.latency_seconds,
-            };
+            }
             let starts_at = t.failing_since_unix_nanos.unwrap_or(t.since_unix_nanos);
-            let alert = model::build(key, def, &last, starts_at, &self.config.external_url);
-            self.alerts.insert(
-                key.clone(),
-                Tracked {
-                    alert,
-                    resolved_at: None,
-                },
-            );
+            if let Some(tracked) = self.fire(key, def, LastResult::of_record(&t.last), starts_at) {
+                self.alerts.insert(key.clone(), tracked);
+            }
         }
         let keep_for = i64::try_from(RESOLVED_RESEND_FOR.as_nanos()).unwrap_or(i64::MAX);
         self.alerts

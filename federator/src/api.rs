@@ -41,6 +41,8 @@ pub struct Api {
     pub state: Arc<State>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// Deep-check findings, shown with each check.
+    pub deep_checks: Arc<crate::deep_check::DeepChecks>,
 }
 
 pub fn router(api: Api) -> Router {
@@ -101,6 +103,9 @@ struct CheckView {
     #[serde(skip_serializing_if = "Option::is_none")]
     not_running: Option<String>,
     targets: Vec<TargetState>,
+    /// The last deep-check findings per target (`vigil-agent deep-check`), if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    deep_checks: Vec<crate::deep_check::TargetFindings>,
 }
 
 #[derive(Serialize)]
@@ -111,7 +116,7 @@ struct ChecksResponse {
 }
 
 async fn checks(AxumState(api): AxumState<Api>) -> Json<ChecksResponse> {
-    let checks = api
+    let mut checks: Vec<CheckView> = api
         .hub
         .checks()
         .into_iter()
@@ -142,10 +147,18 @@ async fn checks(AxumState(api): AxumState<Api>) -> Json<ChecksResponse> {
                 agents,
                 not_running,
                 targets,
+                deep_checks: api.deep_checks.of_check(&id),
                 id,
             }
         })
         .collect();
+    // The agents' node diagnostics (node/memory, ...) follow, though no HealthCheck defines them.
+    checks.extend(
+        api.state
+            .agent_owned_checks()
+            .into_iter()
+            .map(|id| agent_owned_view(&api.state, id)),
+    );
     let errors = api
         .hub
         .load_errors()
@@ -153,6 +166,36 @@ async fn checks(AxumState(api): AxumState<Api>) -> Json<ChecksResponse> {
         .map(ToString::to_string)
         .collect();
     Json(ChecksResponse { checks, errors })
+}
+
+/// A node diagnostic as the API shows it: run by every agent on its own node, each result
+/// counting at once (thresholds 1).
+fn agent_owned_view(state: &State, id: String) -> CheckView {
+    let targets = state.targets(&id);
+    let mut agents: Vec<String> = targets.iter().map(|t| t.last.agent.clone()).collect();
+    agents.sort();
+    agents.dedup();
+    let (namespace, name) = id.split_once('/').unwrap_or(("node", &id));
+    CheckView {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        probe: "node",
+        target: String::new(),
+        placement: "EveryNode",
+        interval: String::new(),
+        timeout: String::new(),
+        failure_threshold: crate::state::AGENT_OWNED_RULES.failure_threshold,
+        success_threshold: crate::state::AGENT_OWNED_RULES.success_threshold,
+        severity: String::new(),
+        labels: BTreeMap::new(),
+        source: "agent".to_owned(),
+        state: aggregate(&targets),
+        agents,
+        not_running: None,
+        targets,
+        deep_checks: Vec::new(),
+        id,
+    }
 }
 
 #[derive(Deserialize)]

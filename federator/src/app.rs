@@ -18,7 +18,7 @@ use crate::hub::Hub;
 use crate::loader;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use crate::sink::{Sink, jsonl::JsonlSink};
+use crate::sink::{Sink, jsonl::JsonlSink, kafka::KafkaSink};
 use crate::state::State;
 
 /// How often the checks folder is looked at for changes.
@@ -29,7 +29,12 @@ pub struct Options {
     pub checks: PathBuf,
     pub listen: SocketAddr,
     pub grpc_listen: SocketAddr,
-    pub results: PathBuf,
+    /// The JSON-lines file every result is appended to; `None` writes no file.
+    pub results: Option<PathBuf>,
+    /// Every result to Kafka as well (`--kafka-brokers`).
+    pub kafka: Option<crate::sink::kafka::KafkaOptions>,
+    /// Kubernetes mode (`run`): HealthChecks from the API server instead of `checks`.
+    pub kubernetes: Option<crate::controller::KubeOptions>,
     pub cluster: String,
     /// Run an agent for this machine inside the process (`local` mode).
     pub embedded_agent: bool,
@@ -41,6 +46,11 @@ pub struct Options {
     pub alert_resend_interval: Duration,
     /// Where people reach the web view, for alert links. Default: `http://<HTTP address>/`.
     pub external_url: Option<url::Url>,
+    /// An agent gone this long fires VigilAgentSilent (`--agent-silent-after`). Default 2m.
+    pub agent_silent_after: Duration,
+    /// A deep-check claim without a report is released after this (`--deep-check-lease`).
+    /// Default 2m.
+    pub deep_check_lease: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +67,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Kafka(#[from] crate::sink::kafka::KafkaSinkError),
+    #[error("no sink: pass --results FILE or --kafka-brokers (or both); results must go somewhere")]
+    NoSink,
     #[error("the gRPC server failed: {0}")]
     Grpc(#[source] tonic::transport::Error),
     #[error(transparent)]
@@ -83,14 +97,38 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
     let hub = Arc::new(Hub::new(Arc::clone(&state), Arc::clone(&metrics)));
     let readiness = Arc::new(Readiness::default());
 
-    let loaded = loader::load_dir(&opts.checks)?;
-    report_load(&opts, &loaded);
-    hub.set_checks(loaded.checks, loaded.errors);
-
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(
-        JsonlSink::open(&opts.results).map_err(StartError::Results)?,
-    )];
     let tracker = TaskTracker::new();
+    let leader = match &opts.kubernetes {
+        Some(kube) => Some(crate::controller::elect(kube, &tracker, cancel.clone())),
+        None => {
+            let loaded = loader::load_dir(&opts.checks)?;
+            report_load(&opts, &loaded);
+            hub.set_checks(loaded.checks, loaded.errors);
+            None
+        }
+    };
+
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &opts.results {
+        sinks.push(Box::new(
+            JsonlSink::open(path).map_err(StartError::Results)?,
+        ));
+    }
+    if let Some(kafka) = &opts.kafka {
+        sinks.push(Box::new(KafkaSink::new(
+            kafka.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&readiness),
+        )?));
+        tracker.spawn(crate::sink::kafka::ensure_topic(
+            kafka.clone(),
+            Arc::clone(&readiness),
+            cancel.clone(),
+        ));
+    }
+    if sinks.is_empty() {
+        return Err(StartError::NoSink);
+    }
     let sink_stop = CancellationToken::new();
     let pipeline = Pipeline::start(
         sinks,
@@ -104,15 +142,29 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
     let http_listener = bind(opts.listen, "HTTP", "--listen").await?;
     let grpc_addr = grpc_listener.local_addr().unwrap_or(opts.grpc_listen);
     let http_addr = http_listener.local_addr().unwrap_or(opts.listen);
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, results = %opts.results.display(), checks = %opts.checks.display(), "federator listening");
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, results = ?opts.results, kafka = ?opts.kafka.as_ref().map(|k| (&k.brokers, &k.topic)), checks = %opts.checks.display(), "federator listening");
 
+    let deep_checks = Arc::new(crate::deep_check::DeepChecks::new(opts.deep_check_lease));
     let service = FederatorService::new(
         Arc::clone(&hub),
         Arc::clone(&state),
         pipeline,
         Arc::clone(&metrics),
         opts.cluster.clone(),
-    );
+    )
+    .with_deep_checks(Arc::clone(&deep_checks));
+    let service = match &leader {
+        Some(leader) => {
+            tracker.spawn(follow_leadership(
+                leader.clone(),
+                Arc::clone(&hub),
+                Arc::clone(&readiness),
+                cancel.clone(),
+            ));
+            service.with_leader(leader.clone())
+        }
+        None => service,
+    };
     let service = if opts.alertmanagers.is_empty() {
         service
     } else {
@@ -123,6 +175,8 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
             alertmanagers: opts.alertmanagers.clone(),
             resend_interval: opts.alert_resend_interval,
             external_url,
+            agent_silent_after: opts.agent_silent_after,
+            deep_checks: Arc::clone(&deep_checks),
         };
         service.with_alerts(crate::alert::Notifier::start(
             config,
@@ -133,6 +187,17 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
             cancel.clone(),
         )?)
     };
+    if let (Some(kube), Some(leader)) = (&opts.kubernetes, &leader) {
+        crate::controller::start(
+            kube.clone(),
+            Arc::clone(&hub),
+            Arc::clone(&state),
+            service.clone(),
+            leader.clone(),
+            &tracker,
+            cancel.clone(),
+        );
+    }
     let grpc_stop = cancel.clone();
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
@@ -160,6 +225,7 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
         state,
         metrics,
         readiness,
+        deep_checks,
     });
     let http_stop = cancel.clone();
     tracker.spawn(async move {
@@ -186,7 +252,10 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
             modules: None,
             max_in_flight: 512,
             buffer_results: 100_000,
+            spill: None,
             drain_grace: opts.shutdown_grace,
+            // Local mode watches this machine: its real /proc, /sys and /dev/kmsg.
+            diagnostics: Some(vigil_agent::node::Settings::defaults("/".as_ref())),
         };
         tokio::spawn(vigil_agent::run(config, agent_stop.clone()))
     });
@@ -257,6 +326,30 @@ fn report_load(opts: &Options, loaded: &loader::Loaded) {
 }
 
 /// Reloads the folder when any file in it changes (name, size or modification time).
+/// A standby is not ready (so the Service sends agents to the leader) and drops its agents
+/// when it stops leading.
+async fn follow_leadership(
+    mut leader: tokio::sync::watch::Receiver<bool>,
+    hub: Arc<Hub>,
+    readiness: Arc<Readiness>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let leading = *leader.borrow_and_update();
+        readiness.set(
+            "leader",
+            (!leading).then(|| "standby: another replica holds the Lease".to_owned()),
+        );
+        if !leading {
+            hub.disconnect_all();
+        }
+        tokio::select! {
+            r = leader.changed() => if r.is_err() { return },
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
 async fn watch_checks(opts: Options, hub: Arc<Hub>, cancel: CancellationToken) {
     let mut seen = fingerprint(&opts.checks);
     loop {

@@ -57,6 +57,11 @@ pub struct FederatorService {
     ledgers: Arc<Mutex<HashMap<String, Arc<Ledger>>>>,
     cluster: String,
     alerts: Option<crate::alert::Notifier>,
+    /// In Kubernetes mode with leader election: whether this replica leads. Standbys refuse
+    /// agents, so every result goes through the leader's state and alerts.
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Claims and findings of deep checks (`ClaimDeepCheck`, `ReportDeepCheck`).
+    deep_checks: Arc<crate::deep_check::DeepChecks>,
 }
 
 impl FederatorService {
@@ -75,12 +80,26 @@ impl FederatorService {
             ledgers: Arc::default(),
             cluster,
             alerts: None,
+            leader: None,
+            deep_checks: Arc::default(),
         }
+    }
+
+    /// Serves deep-check claims and reports from `store` (shared with the API and alerts).
+    pub fn with_deep_checks(mut self, store: Arc<crate::deep_check::DeepChecks>) -> Self {
+        self.deep_checks = store;
+        self
     }
 
     /// Hands every health change to the alert notifier.
     pub fn with_alerts(mut self, notifier: crate::alert::Notifier) -> Self {
         self.alerts = Some(notifier);
+        self
+    }
+
+    /// Refuses agents unless this replica leads (see `leader`).
+    pub fn with_leader(mut self, leader: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leader = Some(leader);
         self
     }
 
@@ -118,6 +137,19 @@ impl FederatorService {
                 Status::out_of_range(format!(
                     "a ResultBatch holds at most {MAX_BATCH_RESULTS} results; this one held {}",
                     results.len()
+                )),
+            ));
+        }
+        if let Some(check) = self
+            .hub
+            .first_unknown_check(results.iter().map(|r| r.check_id.as_str()))
+        {
+            return Err(self.reject(
+                "unassigned_check",
+                Status::failed_precondition(format!(
+                    "a result is for check {check:?}, which this federator never assigned: \
+                     results are taken only for defined (or just removed) checks and node/ \
+                     diagnostics"
                 )),
             ));
         }
@@ -218,6 +250,15 @@ impl Federator for FederatorService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ConnectStream>, Status> {
+        if self.leader.as_ref().is_some_and(|l| !*l.borrow()) {
+            return Err(self.reject(
+                "standby",
+                Status::unavailable(
+                    "this federator replica is a standby (another holds the Lease); reconnect \
+                     through the federator Service, which routes to the ready leader",
+                ),
+            ));
+        }
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -238,12 +279,29 @@ impl Federator for FederatorService {
             hello.cluster.clone()
         };
         let (tx, rx) = mpsc::channel(ACKS_IN_FLIGHT + 8);
-        let ledger = self.ledger(&hello.agent_id, hello.last_acked_seq);
-        {
-            // A restarted federator learns the agent's acknowledged position from Hello.
+        let mut ledger = self.ledger(&hello.agent_id, hello.last_acked_seq);
+        let taken_before = {
             let mut submitted = ledger.submitted.lock().await;
-            *submitted = (*submitted).max(hello.last_acked_seq);
-            ledger.mark_durable(hello.last_acked_seq);
+            if hello.last_acked_seq == 0 && *submitted > 0 {
+                Some(*submitted)
+            } else {
+                // A restarted federator learns the agent's acknowledged position from Hello.
+                *submitted = (*submitted).max(hello.last_acked_seq);
+                ledger.mark_durable(hello.last_acked_seq);
+                None
+            }
+        };
+        if let Some(taken) = taken_before {
+            // Nothing acknowledged, yet results of this id were taken: a new incarnation of the
+            // agent (a fixed --agent-id without a spill directory starts again at seq 1), whose
+            // results are new, not duplicates. The one case this gets wrong, an agent whose very
+            // first Ack was lost, writes some results twice with the same (agent, seq).
+            tracing::info!(agent = %hello.agent_id, previous_seq = taken, "agent restarted its seq at 1 (new incarnation); starting a new dedup ledger for it");
+            ledger = Arc::new(Ledger::new(0));
+            self.ledgers
+                .lock()
+                .unwrap()
+                .insert(hello.agent_id.clone(), Arc::clone(&ledger));
         }
         let info = AgentInfo {
             agent_id: hello.agent_id.clone(),
@@ -267,7 +325,7 @@ impl Federator for FederatorService {
             let end: Option<Status> = loop {
                 let msg = tokio::select! {
                     m = inbound.message() => m,
-                    () = replaced.cancelled() => break Some(Status::aborted("replaced by a newer stream of the same agent")),
+                    () = replaced.cancelled() => break Some(Status::aborted("stream closed by the federator: a newer stream of the same agent replaced it, or this replica stopped leading")),
                 };
                 let batch = match msg {
                     Ok(Some(AgentMessage {
@@ -331,6 +389,34 @@ impl Federator for FederatorService {
             tracing::info!(agent = %hello.agent_id, "agent disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn claim_deep_check(
+        &self,
+        request: Request<vigil_proto::ClaimDeepCheckRequest>,
+    ) -> Result<Response<vigil_proto::ClaimDeepCheckResponse>, Status> {
+        if self.leader.as_ref().is_some_and(|l| !*l.borrow()) {
+            return Err(Status::unavailable(
+                "this federator replica is a standby; claim through the federator Service",
+            ));
+        }
+        crate::deep_check::serve_claim(
+            &self.deep_checks,
+            &self.hub,
+            &self.state,
+            request.get_ref(),
+        )
+        .map(Response::new)
+        .map_err(Status::from)
+    }
+
+    async fn report_deep_check(
+        &self,
+        request: Request<vigil_proto::DeepCheckReport>,
+    ) -> Result<Response<vigil_proto::ReportDeepCheckResponse>, Status> {
+        crate::deep_check::serve_report(&self.deep_checks, &self.hub, request.into_inner())
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn report(&self, request: Request<ResultBatch>) -> Result<Response<Ack>, Status> {

@@ -46,6 +46,21 @@ struct Inner {
     plan: Plan,
     generation: u64,
     next_conn: u64,
+    /// In Kubernetes mode, the cluster's Nodes: agents are placed on only when their node
+    /// exists and is Ready, and NodeSelector matches the Node's labels. `None` elsewhere.
+    nodes: Option<HashMap<String, NodeInfo>>,
+    /// Checks removed recently, with when: their in-flight results are still accepted.
+    retired: HashMap<String, std::time::Instant>,
+}
+
+/// How long results of a removed check are still accepted (agents may hold unsent ones).
+const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What placement needs to know of a Node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub ready: bool,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// An agent as the API shows it.
@@ -76,12 +91,26 @@ impl Hub {
 
     /// Replaces the checks (and the load errors to show beside them) and re-places.
     pub fn set_checks(&self, loaded: Vec<LoadedCheck>, errors: Vec<LoadError>) {
-        let defs: Vec<CheckDef> = loaded
+        self.set_check_defs(
+            loaded
+                .into_iter()
+                .map(|l| {
+                    let source = format!("{} doc {}", l.file.display(), l.doc);
+                    (l.check, source)
+                })
+                .collect(),
+            errors,
+        );
+    }
+
+    /// Replaces the checks, each with where it came from (`file doc N`, `HealthCheck ns/name`).
+    pub fn set_check_defs(&self, checks: Vec<(HealthCheck, String)>, errors: Vec<LoadError>) {
+        let defs: Vec<CheckDef> = checks
             .into_iter()
-            .map(|l| CheckDef {
-                spec: check_spec(&l.check),
-                source: format!("{} doc {}", l.file.display(), l.doc),
-                check: l.check,
+            .map(|(check, source)| CheckDef {
+                spec: check_spec(&check),
+                source,
+                check,
             })
             .collect();
         let dropped = self.state.set_rules(defs.iter().map(|d| {
@@ -110,6 +139,19 @@ impl Hub {
             .config_errors
             .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
         let mut inner = self.inner.lock().unwrap();
+        let now = std::time::Instant::now();
+        let removed: Vec<String> = inner
+            .checks
+            .iter()
+            .filter(|old| !defs.iter().any(|d| d.spec.id == old.spec.id))
+            .map(|old| old.spec.id.clone())
+            .collect();
+        for id in removed {
+            inner.retired.insert(id, now);
+        }
+        inner.retired.retain(|id, at| {
+            now.duration_since(*at) < RETIRED_GRACE && !defs.iter().any(|d| &d.spec.id == id)
+        });
         inner.checks = defs;
         inner.load_errors = errors;
         self.replan(&mut inner);
@@ -148,6 +190,14 @@ impl Hub {
         (conn_id, cancel)
     }
 
+    /// Ends every agent stream (this replica stopped leading); agents reconnect elsewhere.
+    pub fn disconnect_all(&self) {
+        let inner = self.inner.lock().unwrap();
+        for conn in inner.agents.values() {
+            conn.cancel.cancel();
+        }
+    }
+
     /// Forgets a stream (only if it is still the agent's current one) and re-places its checks.
     pub fn unregister(&self, agent_id: &str, conn_id: u64) {
         let mut inner = self.inner.lock().unwrap();
@@ -162,6 +212,34 @@ impl Hub {
                 .set(i64::try_from(inner.agents.len()).unwrap_or(i64::MAX));
             self.replan(&mut inner);
         }
+    }
+
+    /// The first of `ids` that no agent could have been assigned: not defined now, not removed
+    /// within the grace period, and not an agent-owned node diagnostic.
+    pub fn first_unknown_check<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+        let inner = self.inner.lock().unwrap();
+        let mut last_ok = "";
+        for id in ids {
+            if id == last_ok || crate::state::is_agent_owned(id) {
+                continue;
+            }
+            if inner.checks.iter().any(|d| d.spec.id == id) || inner.retired.contains_key(id) {
+                last_ok = id;
+                continue;
+            }
+            return Some(id);
+        }
+        None
+    }
+
+    /// Sets the cluster's Nodes (Kubernetes mode) and re-places.
+    pub fn set_nodes(&self, nodes: HashMap<String, NodeInfo>) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.nodes.as_ref() == Some(&nodes) {
+            return;
+        }
+        inner.nodes = Some(nodes);
+        self.replan(&mut inner);
     }
 
     pub fn checks(&self) -> Vec<CheckDef> {
@@ -209,7 +287,19 @@ impl Hub {
                 node_selector: d.check.spec.node_selector.clone(),
             })
             .collect();
-        let agents: Vec<AgentInfo> = inner.agents.values().map(|c| c.info.clone()).collect();
+        let agents: Vec<AgentInfo> = inner
+            .agents
+            .values()
+            .filter_map(|c| match &inner.nodes {
+                None => Some(c.info.clone()),
+                Some(nodes) => {
+                    let node = nodes.get(&c.info.node).filter(|n| n.ready)?;
+                    let mut info = c.info.clone();
+                    info.node_labels = node.labels.clone();
+                    Some(info)
+                }
+            })
+            .collect();
         let plan = place(&placeables, &agents);
         let mut generation = inner.generation;
         for conn in inner.agents.values_mut() {

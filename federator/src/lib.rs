@@ -4,6 +4,8 @@
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod controller;
+pub mod deep_check;
 pub mod grpc;
 pub mod hub;
 pub mod keda;

@@ -1,8 +1,8 @@
 //! The federator's Prometheus metrics, in one registry served at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -22,6 +22,11 @@ pub struct Metrics {
     pub alert_notifications: IntCounterVec,
     pub alert_queue_depth: IntGaugeVec,
     pub alerts_dropped: IntCounterVec,
+    pub sink_queue_depth: IntGaugeVec,
+    pub kafka_errors: IntCounterVec,
+    pub kafka_in_flight: IntGauge,
+    pub kafka_delivery_seconds: Histogram,
+    pub result_delivery_lag_seconds: Histogram,
 }
 
 impl Metrics {
@@ -94,7 +99,53 @@ impl Metrics {
         registry
             .register(Box::new(alert_queue_depth.clone()))
             .expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]))
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let sink_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "vigil_sink_queue_batches",
+                "Result batches waiting for a sink's next group commit.",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(sink_queue_depth.clone()))
+            .expect("unique metric");
         Self {
+            sink_queue_depth,
+            kafka_errors: counter(
+                "vigil_kafka_errors_total",
+                "Kafka producer errors (client-level and per record), by librdkafka error kind.",
+                &["kind"],
+            ),
+            kafka_in_flight: gauge(
+                "vigil_kafka_in_flight_records",
+                "Records handed to the Kafka producer and not yet confirmed by the broker.",
+            ),
+            kafka_delivery_seconds: histogram(
+                "vigil_kafka_delivery_seconds",
+                "From a group commit's start to the broker's confirmation of each record.",
+            ),
+            result_delivery_lag_seconds: histogram(
+                "vigil_result_delivery_lag_seconds",
+                "From a result's end on the agent (agent clock) to its Kafka confirmation.",
+            ),
             agents_connected,
             results_received: counter(
                 "vigil_results_received_total",

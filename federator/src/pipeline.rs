@@ -105,6 +105,7 @@ async fn run_sink(
     let name = sink.name();
     let part = format!("sink {name}");
     let mut jobs: Vec<Job> = Vec::new();
+    let queue_depth = metrics.sink_queue_depth.with_label_values(&[name]);
     loop {
         // After cancellation, keep draining what is queued; the senders close when connections end.
         let first = tokio::select! {
@@ -125,6 +126,7 @@ async fn run_sink(
         }
         let batches: Vec<Arc<Vec<ProbeResult>>> =
             jobs.iter().map(|j| Arc::clone(&j.batch)).collect();
+        queue_depth.set(rx.len() as i64);
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = std::time::Instant::now();

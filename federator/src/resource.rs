@@ -1,30 +1,61 @@
 //! The `HealthCheck` resource (`vigil.dev/v1alpha1`): the serde types the CRD is generated from.
 
 mod duration;
+mod status;
 mod validate;
 
 use std::collections::BTreeMap;
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use duration::HumanDuration;
+pub use duration::{GO_DURATION_PATTERN, HumanDuration};
+pub use status::{CheckState, HealthCheckStatus, LastResult, ProbeKind, ResultOutcome};
 pub use validate::FieldError;
 
 pub const API_VERSION: &str = "vigil.dev/v1alpha1";
 pub const KIND: &str = "HealthCheck";
 
 /// What to check, how often, and when it counts as failing.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+// The CEL rules below (`x-kubernetes-validations`) let the API server refuse the obvious
+// mistakes at `kubectl apply`; `HealthCheck::validate` stays the source of truth and reports
+// what CEL cannot check (URLs, regular expressions, label names, the default timeout, retries)
+// as `Valid=False` in the status. federator/tests/crd.rs runs the rules on examples.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "vigil.dev",
     version = "v1alpha1",
     kind = "HealthCheck",
     namespaced,
     shortname = "hc",
-    status = "HealthCheckStatus"
+    category = "vigil",
+    status = "HealthCheckStatus",
+    doc = "A Vigil health check: a probe run on a schedule by Vigil's agents, its state in status.",
+    printcolumn = r#"{"name":"Probe","type":"string","jsonPath":".status.probe","description":"The probe kind"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target","description":"What is probed"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state","description":"Healthy, Failing, Unknown or Invalid"}"#,
+    printcolumn = r#"{"name":"Failing","type":"integer","jsonPath":".status.failingTargets","description":"Targets (or nodes) currently Failing"}"#,
+    printcolumn = r#"{"name":"Last","type":"date","jsonPath":".status.lastResult.time","description":"When the last result arrived"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Placement","type":"string","jsonPath":".spec.placement","priority":1}"#,
+    printcolumn = r#"{"name":"Outcome","type":"string","jsonPath":".status.lastResult.outcome","priority":1,"description":"Outcome of the last result"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.lastResult.reason","priority":1,"description":"Reason of the last result"}"#
 )]
+#[x_kube(validation = Rule::new("duration(self.interval) > duration('0s')")
+    .message("interval must be greater than 0s").field_path(".interval"))]
+#[x_kube(validation = Rule::new("!has(self.timeout) || duration(self.timeout) > duration('0s')")
+    .message("timeout must be greater than 0s").field_path(".timeout"))]
+#[x_kube(validation = Rule::new("!has(self.timeout) || duration(self.timeout) < duration(self.interval)")
+    .message("timeout must be less than interval").field_path(".timeout"))]
+#[x_kube(validation = Rule::new("!has(self.failingInterval) || duration(self.failingInterval) > (has(self.timeout) ? duration(self.timeout) : duration('0s'))")
+    .message("failingInterval must be greater than timeout (and than 0s)").field_path(".failingInterval"))]
+#[x_kube(validation = Rule::new("self.placement != 'NodeSelector' || (has(self.nodeSelector) && size(self.nodeSelector) > 0)")
+    .message("nodeSelector must name at least one label with placement: NodeSelector")
+    .field_path(".nodeSelector").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("self.placement == 'NodeSelector' || !has(self.nodeSelector) || size(self.nodeSelector) == 0")
+    .message("nodeSelector is only used with placement: NodeSelector")
+    .field_path(".nodeSelector").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheckSpec {
     /// How often each target is probed. Default 30s.
@@ -39,9 +70,11 @@ pub struct HealthCheckSpec {
     pub retries: u32,
     /// Consecutive failed runs before the check is Failing (and its alert fires). Default 3.
     #[serde(default = "defaults::failure_threshold")]
+    #[schemars(range(min = 1))]
     pub failure_threshold: u32,
     /// Consecutive good runs before a Failing check is Healthy again. Default 1.
     #[serde(default = "defaults::success_threshold")]
+    #[schemars(range(min = 1))]
     pub success_threshold: u32,
     /// Probe this often while the last run failed. Default: `interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,12 +87,14 @@ pub struct HealthCheckSpec {
     pub node_selector: BTreeMap<String, String>,
     /// The `severity` label of the alert. Default `warning`.
     #[serde(default = "defaults::severity")]
+    #[schemars(length(min = 1, max = 63))]
     pub severity: String,
     /// Copied to every result, metric and alert of this check.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Linked from the alert's annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(url)]
     pub runbook_url: Option<String>,
     /// Exactly one probe kind.
     pub probe: ProbeSpec,
@@ -96,7 +131,10 @@ impl Placement {
 }
 
 /// One of the probe kinds; validation insists on exactly one.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "[has(self.http), has(self.tcp), has(self.grpc), has(self.dns), has(self.icmp), has(self.tls)].exists_one(x, x)"
+).message("exactly one probe kind must be set: one of http, tcp, grpc, dns, icmp, tls"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProbeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,9 +204,11 @@ impl ProbeSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpProbeSpec {
     /// `http://` or `https://` URL.
+    #[schemars(regex(pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+"))]
     pub url: String,
     /// Default GET.
     #[serde(default = "defaults::method")]
+    #[schemars(regex(pattern = r"^[A-Z]+$"))]
     pub method: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
@@ -185,6 +225,7 @@ pub struct HttpProbeSpec {
     pub body_contains: Option<String>,
     /// Read no more than this many bytes of the body. Default 65536.
     #[serde(default = "defaults::max_body_bytes")]
+    #[schemars(range(min = 1))]
     pub max_body_bytes: u64,
     /// Follow 3xx redirects (at most 10). Default true.
     #[serde(default = "defaults::yes")]
@@ -199,7 +240,9 @@ pub struct HttpProbeSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IpPreference {
+    /// IPv4 addresses only.
     Ip4,
+    /// IPv6 addresses only.
     Ip6,
 }
 
@@ -263,7 +306,11 @@ fn bad_status(text: &str) -> String {
 }
 
 /// TLS client settings shared by the probes that speak TLS.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.clientCertPem) == has(self.clientKeyPem)")
+    .message("clientCertPem and clientKeyPem must be set together"))]
+#[x_kube(validation = Rule::new("!(has(self.insecureSkipVerify) && self.insecureSkipVerify && has(self.caPem))")
+    .message("caPem has no effect with insecureSkipVerify: true; set one of them"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsClientSpec {
     /// Accept any certificate. Default false.
@@ -287,6 +334,7 @@ pub struct TlsClientSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpProbeSpec {
     /// `host:port`.
+    #[schemars(regex(pattern = r"^.+:[0-9]+$"))]
     pub address: String,
     /// Sent after connecting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +352,7 @@ pub struct TcpProbeSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcProbeSpec {
     /// `host:port`.
+    #[schemars(regex(pattern = r"^.+:[0-9]+$"))]
     pub address: String,
     /// Service name to ask about; empty = the server as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,9 +402,11 @@ pub struct IcmpProbeSpec {
     pub host: String,
     /// Echo requests per run. Default 3.
     #[serde(default = "defaults::icmp_count")]
+    #[schemars(range(min = 1, max = 100))]
     pub count: u32,
     /// Highest tolerated loss in percent. Default 0.
     #[serde(default)]
+    #[schemars(range(max = 100))]
     pub max_loss_percent: u32,
 }
 
@@ -364,24 +415,37 @@ pub struct IcmpProbeSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsProbeSpec {
     /// `host:port`.
+    #[schemars(regex(pattern = r"^.+:[0-9]+$"))]
     pub address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     /// The certificate must stay valid at least this long. Default 72h.
     #[serde(default = "defaults::min_validity")]
+    // The serialized default would be humantime's "3days", which the Go-compatible duration
+    // pattern (and CEL's duration()) refuses: state it the Go way.
+    #[schemars(extend("default" = "72h"))]
     pub min_validity: HumanDuration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsClientSpec>,
 }
 
-/// Written by the federator.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HealthCheckStatus {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failing_targets: Option<u32>,
+impl ProbeSpec {
+    /// The probe kind when exactly one is set.
+    pub fn kind(&self) -> Option<ProbeKind> {
+        let set = [
+            (self.http.is_some(), ProbeKind::Http),
+            (self.tcp.is_some(), ProbeKind::Tcp),
+            (self.grpc.is_some(), ProbeKind::Grpc),
+            (self.dns.is_some(), ProbeKind::Dns),
+            (self.icmp.is_some(), ProbeKind::Icmp),
+            (self.tls.is_some(), ProbeKind::Tls),
+        ];
+        let mut on = set.iter().filter(|(set, _)| *set).map(|(_, kind)| *kind);
+        match (on.next(), on.next()) {
+            (Some(kind), None) => Some(kind),
+            _ => None,
+        }
+    }
 }
 
 mod defaults {

@@ -2,6 +2,7 @@
 //! durably delivered; the pipeline acknowledges agents on nothing less.
 
 pub mod jsonl;
+pub mod kafka;
 
 use std::sync::Arc;
 

@@ -63,9 +63,27 @@ pub struct Transition {
     pub reason: String,
 }
 
+/// Check ids with this prefix are the agents' own node diagnostics (`node/memory`, ...): no
+/// HealthCheck defines them, so their state is created on their first result.
+pub const AGENT_OWNED_PREFIX: &str = "node/";
+
+/// Whether a check id names an agent-owned node diagnostic.
+pub fn is_agent_owned(check: &str) -> bool {
+    check.starts_with(AGENT_OWNED_PREFIX)
+}
+
+/// The rules of agent-owned checks: every result counts at once, per node.
+pub const AGENT_OWNED_RULES: CheckRules = CheckRules {
+    failure_threshold: 1,
+    success_threshold: 1,
+    node_scoped: true,
+};
+
 #[derive(Default)]
 struct CheckEntry {
     rules: Option<CheckRules>,
+    /// Created by a `node/` result rather than by a HealthCheck.
+    agent_owned: bool,
     targets: BTreeMap<StateKey, TargetState>,
     history: VecDeque<ResultRecord>,
 }
@@ -98,10 +116,17 @@ impl State {
                 dropped.extend(std::mem::take(&mut entry.targets).into_keys());
             }
             entry.rules = Some(r);
+            entry.agent_owned = false;
             fresh.insert(id, entry);
         }
-        // What is left belongs to checks that are gone.
-        dropped.extend(checks.drain().flat_map(|(_, e)| e.targets.into_keys()));
+        // What is left belongs to checks that are gone, except the agents' node diagnostics.
+        for (id, e) in checks.drain() {
+            if e.agent_owned {
+                fresh.insert(id, e);
+            } else {
+                dropped.extend(e.targets.into_keys());
+            }
+        }
         *checks = fresh;
         self.changes.send_modify(|g| *g += 1);
         dropped
@@ -117,6 +142,17 @@ impl State {
     /// leave the health as it is.
     pub fn apply(&self, result: &mut ProbeResult) -> Option<Transition> {
         let mut checks = self.checks.lock().unwrap();
+        if is_agent_owned(&result.check_id) && !checks.contains_key(&result.check_id) {
+            checks.insert(
+                result.check_id.clone(),
+                CheckEntry {
+                    rules: Some(AGENT_OWNED_RULES),
+                    agent_owned: true,
+                    ..CheckEntry::default()
+                },
+            );
+            self.changes.send_modify(|g| *g += 1);
+        }
         let entry = checks.get_mut(&result.check_id)?;
         let rules = entry.rules.clone()?;
         result.scope = if rules.node_scoped { "node" } else { "cluster" }.to_owned();
@@ -211,6 +247,18 @@ impl State {
         checks
             .get(check)
             .map(|e| e.history.iter().rev().take(limit).cloned().collect())
+    }
+
+    /// The agent-owned checks (`node/...`) results have created, sorted.
+    pub fn agent_owned_checks(&self) -> Vec<String> {
+        let checks = self.checks.lock().unwrap();
+        let mut ids: Vec<String> = checks
+            .iter()
+            .filter(|(_, e)| e.agent_owned)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Every target state, for metrics.
@@ -335,6 +383,30 @@ mod tests {
         let mut other = result(6, Outcome::Failure);
         other.check_id = "ns/unknown".into();
         assert_eq!(state.apply(&mut other), None);
+    }
+
+    #[test]
+    fn agent_owned_checks_need_no_rules_and_survive_reloads() {
+        let state = State::default();
+        state.set_rules([("ns/c".to_owned(), rules(3, 3))]);
+        let mut r = result(1, Outcome::Failure);
+        r.check_id = "node/memory".into();
+        r.target = "memory".into();
+        let t = state.apply(&mut r).unwrap();
+        assert_eq!((t.from, t.to), (Health::Unknown, Health::Failing));
+        assert_eq!(t.key.node, "n1");
+        assert_eq!(r.scope, "node");
+        assert_eq!(state.agent_owned_checks(), ["node/memory"]);
+        // Reloading the HealthChecks keeps the node diagnostics' state.
+        assert!(state.set_rules([]).is_empty());
+        let mut ok = result(3, Outcome::Success);
+        ok.check_id = "node/memory".into();
+        ok.target = "memory".into();
+        let t = state.apply(&mut ok).unwrap();
+        assert_eq!((t.from, t.to), (Health::Failing, Health::Healthy));
+        // A HealthCheck that happens to live in namespace "node" is not agent-owned.
+        state.set_rules([("node/web".to_owned(), rules(1, 1))]);
+        assert_eq!(state.agent_owned_checks(), ["node/memory"]);
     }
 
     #[test]

@@ -147,6 +147,27 @@ async fn seq_going_backwards_is_refused() {
 }
 
 #[tokio::test]
+async fn result_for_a_check_never_assigned_is_refused_but_node_diagnostics_are_taken() {
+    let fed = federator().await;
+    let mut stray = batch([2]);
+    if let Some(agent_message::Msg::Results(b)) = &mut stray.msg {
+        b.results[0].check_id = "t/nobody-defined-this".into();
+    }
+    let mut node = batch([1]);
+    if let Some(agent_message::Msg::Results(b)) = &mut node.msg {
+        b.results[0].check_id = "node/memory".into();
+    }
+    let status = stream_status(fed.grpc, vec![hello("a"), node, stray]).await;
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "a result is for check \"t/nobody-defined-this\", which this federator never assigned: \
+         results are taken only for defined (or just removed) checks and node/ diagnostics"
+    );
+    still_serving(&fed).await;
+}
+
+#[tokio::test]
 async fn batch_over_the_result_limit_is_refused() {
     let fed = federator().await;
     let n = MAX_BATCH_RESULTS as u64 + 1;
@@ -240,17 +261,18 @@ async fn good_agent_is_acked_after_the_sink_and_duplicates_are_dropped() {
         .await
         .unwrap()
         .into_inner();
-    tx.send(batch(1..=3)).await.unwrap();
-    let ack = loop {
+    tx.send(batch(1..=1)).await.unwrap();
+    tx.send(batch(2..=3)).await.unwrap();
+    loop {
         match inbound.message().await.unwrap().unwrap().msg {
-            Some(Msg::Ack(a)) => break a.seq,
+            Some(Msg::Ack(a)) if a.seq == 3 => break,
+            Some(Msg::Ack(a)) => assert_eq!(a.seq, 1),
             Some(Msg::Assignment(a)) => {
                 assert_eq!(a.checks.len(), 1, "the tcp check is placed on the agent")
             }
             None => {}
         }
-    };
-    assert_eq!(ack, 3);
+    }
     let text = std::fs::read_to_string(&fed.results).unwrap();
     let good: Vec<u64> = text
         .lines()
@@ -261,9 +283,10 @@ async fn good_agent_is_acked_after_the_sink_and_duplicates_are_dropped() {
     assert_eq!(good, [1, 2, 3], "acked means written");
     drop(tx);
 
-    // A reconnect that resends what was already acknowledged writes nothing twice.
+    // A reconnect that resends what was already acknowledged (the Ack of 3 was lost, the
+    // agent knows of 1) writes nothing twice.
     let (tx, rx) = mpsc::channel(8);
-    tx.send(hello("good")).await.unwrap();
+    tx.send(hello_acked("good", 1)).await.unwrap();
     let mut inbound = c
         .connect(ReceiverStream::new(rx))
         .await
@@ -282,4 +305,66 @@ async fn good_agent_is_acked_after_the_sink_and_duplicates_are_dropped() {
         .filter(|l| l.contains("\"agent\":\"good\""))
         .count();
     assert_eq!(count, 4);
+}
+
+fn hello_acked(agent_id: &str, last_acked_seq: u64) -> AgentMessage {
+    let mut msg = hello(agent_id);
+    if let Some(agent_message::Msg::Hello(h)) = &mut msg.msg {
+        h.last_acked_seq = last_acked_seq;
+    }
+    msg
+}
+
+/// The seqs of `agent`'s results in the federator's results file, in file order.
+fn written_seqs(fed: &Fed, agent: &str) -> Vec<u64> {
+    std::fs::read_to_string(&fed.results)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["agent"] == agent)
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// Sends `batch` as agent `agent_id` on a new stream whose Hello says `last_acked_seq`, and
+/// waits for the Ack of `want_ack`.
+async fn send_and_wait(fed: &Fed, hello: AgentMessage, batch: AgentMessage, want_ack: u64) {
+    let mut c = client(fed.grpc).await;
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(hello).await.unwrap();
+    tx.send(batch).await.unwrap();
+    let mut inbound = c
+        .connect(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, inbound.message())
+            .await
+            .expect("the Ack comes in time")
+            .unwrap()
+            .unwrap();
+        if let Some(Msg::Ack(a)) = msg.msg
+            && a.seq == want_ack
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_restarts_its_seq_at_1_is_a_new_incarnation() {
+    let fed = federator().await;
+    send_and_wait(&fed, hello_acked("fixed-id", 0), batch(1..=3), 3).await;
+    assert_eq!(written_seqs(&fed, "fixed-id"), [1, 2, 3]);
+
+    // The same --agent-id restarted without a spill directory: Hello knows of no Ack, and seq
+    // starts again at 1. These are new results, not duplicates of the old 1 and 2.
+    send_and_wait(&fed, hello_acked("fixed-id", 0), batch(1..=2), 2).await;
+    assert_eq!(written_seqs(&fed, "fixed-id"), [1, 2, 3, 1, 2]);
+
+    // The new incarnation is deduplicated as usual from here on.
+    send_and_wait(&fed, hello_acked("fixed-id", 1), batch(2..=4), 4).await;
+    assert_eq!(written_seqs(&fed, "fixed-id"), [1, 2, 3, 1, 2, 3, 4]);
 }

@@ -2,6 +2,10 @@
 //! locating them, starting them with logs kept for the failure message, free loopback ports,
 //! and waiting on a condition with a deadline (never sleeping as synchronisation).
 
+pub mod kafka;
+pub mod loadgen;
+pub mod proxy;
+
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -47,6 +51,17 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Self {
+        Self::start_in(name, program, args, log_dir, Path::new("."))
+    }
+
+    /// Like [`Proc::start`], with `cwd` as the working folder.
+    pub fn start_in(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+        cwd: &Path,
+    ) -> Self {
         let log = log_dir.join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -55,6 +70,7 @@ impl Proc {
             .expect("log file");
         let child = Command::new(program)
             .args(args)
+            .current_dir(cwd)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -54,10 +54,32 @@ async fn local_mode_runs_checks_with_its_embedded_agent() {
                 )
             })
             .collect();
-        states.iter().all(|(_, s)| s != "Unknown").then_some(states)
+        // The two checks and the embedded agent's 12 node diagnostics.
+        (states.len() >= 14 && states.iter().all(|(_, s)| s != "Unknown")).then_some(states)
     })
     .await;
-    // Listed in the order the folder defines them.
+    // Listed in the order the folder defines them, then the node diagnostics (agent-owned).
+    let (node, states): (Vec<_>, Vec<_>) = states
+        .into_iter()
+        .partition(|(id, _)| id.starts_with("node/"));
+    let node: Vec<&str> = node.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        node,
+        [
+            "node/clock",
+            "node/conntrack",
+            "node/disk",
+            "node/fds",
+            "node/kmsg",
+            "node/kubelet",
+            "node/load",
+            "node/memory",
+            "node/pids",
+            "node/psi",
+            "node/readonly-fs",
+            "node/runtime"
+        ]
+    );
     assert_eq!(
         states,
         [

@@ -31,6 +31,22 @@ pub struct Alert {
 pub struct LastResult {
     pub reason: String,
     pub latency_seconds: f64,
+    /// `details["problem"]` of a node diagnostic's result (its problem class).
+    pub problem: Option<String>,
+    /// The latest deep-check findings of this run of failures, as one line.
+    pub deep_check: Option<String>,
+}
+
+impl LastResult {
+    /// From a result record (the live state's last result), without deep-check findings.
+    pub fn of_record(r: &crate::record::ResultRecord) -> Self {
+        Self {
+            reason: r.reason.clone(),
+            latency_seconds: r.latency_seconds,
+            problem: r.details.get("problem").cloned(),
+            deep_check: None,
+        }
+    }
 }
 
 /// The alert of a failing `key` of check `def`, with `ends_at` left empty for the sender.
@@ -94,13 +110,15 @@ pub fn set_annotations(alert: &mut Alert, key: &StateKey, def: &CheckDef, last: 
             key.check, key.target
         ),
     );
-    annotations.insert(
-        "description".into(),
-        format!(
-            "The last run of {} against {} on {place} failed after {:.3}s: {reason}",
-            key.check, key.target, last.latency_seconds
-        ),
+    let mut description = format!(
+        "The last run of {} against {} on {place} failed after {:.3}s: {reason}",
+        key.check, key.target, last.latency_seconds
     );
+    if let Some(deep) = &last.deep_check {
+        description.push_str(". ");
+        description.push_str(deep);
+    }
+    annotations.insert("description".into(), description);
     if let Some(url) = def
         .check
         .spec
@@ -168,6 +186,8 @@ mod tests {
         LastResult {
             reason: "connection refused".into(),
             latency_seconds: 0.25,
+            problem: None,
+            deep_check: None,
         }
     }
 
@@ -203,6 +223,15 @@ mod tests {
             "The last run of shop/web against 127.0.0.1:1 on node node-1 of cluster prod failed after 0.250s: connection refused"
         );
         assert_eq!(a.annotations["runbook_url"], "https://runbooks.example/web");
+        let mut with_deep = last();
+        with_deep.deep_check = Some("Deep check by p1 on node n2 at T: refused".into());
+        let b = build(&key("node-1"), &d, &with_deep, 0, &url);
+        assert!(
+            b.annotations["description"]
+                .ends_with("connection refused. Deep check by p1 on node n2 at T: refused"),
+            "{}",
+            b.annotations["description"]
+        );
         assert_eq!(a.generator_url, "http://127.0.0.1:8080/?check=shop/web");
         let json = serde_json::to_value(&a).unwrap();
         assert!(json.get("generatorURL").is_some());

@@ -7,6 +7,10 @@ use std::time::Duration;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The duration strings a HealthCheck CRD accepts: what humantime and Go's `time.ParseDuration`
+/// (hence CEL's `duration()`) both read, with the same value.
+pub const GO_DURATION_PATTERN: &str = "^([0-9]+(ns|us|ms|s|m|h))+$";
+
 /// A duration parsed with `humantime` (`10s`, `1m30s`, `250ms`); negative values are refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HumanDuration(pub Duration);
@@ -90,10 +94,15 @@ impl JsonSchema for HumanDuration {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // In a CRD the forms both humantime and Go's time.ParseDuration (CEL's `duration()`)
+        // read alike, so the schema's CEL rules can compare durations: `1h30m`, not `1h 30m`,
+        // `1.5h`, `2min` or `1d`. Local-mode YAML files (serde, not this schema) accept all of
+        // humantime's forms.
         json_schema!({
             "type": "string",
-            "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h|d) ?)+$",
-            "description": "A duration such as 10s, 500ms, 2m or 1h30m."
+            "pattern": GO_DURATION_PATTERN,
+            "maxLength": 64,
+            "description": "A duration such as 10s, 500ms, 2m or 1h30m (units ns, us, ms, s, m, h; no spaces)."
         })
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod am;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,7 +39,9 @@ impl Fed {
             checks: checks_dir,
             listen: "127.0.0.1:0".parse().unwrap(),
             grpc_listen: "127.0.0.1:0".parse().unwrap(),
-            results: results.clone(),
+            results: Some(results.clone()),
+            kafka: None,
+            kubernetes: None,
             cluster: "test".into(),
             embedded_agent: false,
             node: "n".into(),
@@ -45,6 +49,8 @@ impl Fed {
             alertmanagers: Vec::new(),
             alert_resend_interval: Duration::from_secs(60),
             external_url: None,
+            agent_silent_after: Duration::from_secs(120),
+            deep_check_lease: Duration::from_secs(120),
         };
         tune(&mut options);
         let cancel = CancellationToken::new();

@@ -312,6 +312,103 @@ pub struct ProbeResult {
     pub scope: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ClaimDeepCheckRequest {
+    /// Who claims (the pod name); shown with the findings.
+    #[prost(string, tag = "1")]
+    pub claimer: ::prost::alloc::string::String,
+    /// Which failing checks this claimer takes, with the keys of the KEDA trigger's
+    /// scalerMetadata (namespace, labelSelector, check, cluster); empty = any.
+    #[prost(map = "string, string", tag = "2")]
+    pub selector: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ClaimDeepCheckResponse {
+    /// Empty when nothing selected is failing and unclaimed: the claimer has nothing to do.
+    #[prost(string, tag = "1")]
+    pub claim_id: ::prost::alloc::string::String,
+    /// The check to run, with the failing target in check.target.
+    #[prost(message, optional, tag = "2")]
+    pub check: ::core::option::Option<CheckSpec>,
+    /// The node whose runs fail (node-scoped checks); empty for cluster-scoped checks.
+    #[prost(string, tag = "3")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub cluster: ::prost::alloc::string::String,
+    /// The claim is released if no report arrives by then (Unix nanoseconds).
+    #[prost(int64, tag = "5")]
+    pub lease_expires_unix_nanos: i64,
+    /// The reason of the last failed run, and when the run of failures began.
+    #[prost(string, tag = "6")]
+    pub last_reason: ::prost::alloc::string::String,
+    #[prost(int64, tag = "7")]
+    pub failing_since_unix_nanos: i64,
+}
+/// What a deep check found about one claimed check target.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DeepCheckReport {
+    /// From ClaimDeepCheckResponse; releases the claim.
+    #[prost(string, tag = "1")]
+    pub claim_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub claimer: ::prost::alloc::string::String,
+    /// The state key the findings belong to (from the claim).
+    #[prost(string, tag = "3")]
+    pub check_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub target: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub cluster: ::prost::alloc::string::String,
+    /// Where the deep check itself ran.
+    #[prost(string, tag = "7")]
+    pub ran_on_node: ::prost::alloc::string::String,
+    #[prost(int64, tag = "8")]
+    pub start_unix_nanos: i64,
+    #[prost(uint64, tag = "9")]
+    pub duration_nanos: u64,
+    /// The isolated run's outcome (the check's own verdict, run once from the deep-check pod).
+    #[prost(enumeration = "Outcome", tag = "10")]
+    pub outcome: i32,
+    /// One line for people and alert descriptions.
+    #[prost(string, tag = "11")]
+    pub summary: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "12")]
+    pub findings: ::prost::alloc::vec::Vec<DeepCheckFinding>,
+}
+/// One part of a deep check: "dns", "address 10.0.0.7:443", "tls chain 10.0.0.7", "traceroute".
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DeepCheckFinding {
+    #[prost(string, tag = "1")]
+    pub section: ::prost::alloc::string::String,
+    #[prost(enumeration = "Outcome", tag = "2")]
+    pub outcome: i32,
+    #[prost(string, tag = "3")]
+    pub summary: ::prost::alloc::string::String,
+    #[prost(map = "string, string", tag = "4")]
+    pub details: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    #[prost(map = "string, double", tag = "5")]
+    pub values: ::std::collections::HashMap<::prost::alloc::string::String, f64>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReportDeepCheckResponse {
+    /// Whether the claim was still held by this claimer (false: it had expired, or the
+    /// federator restarted); the findings are kept either way.
+    #[prost(bool, tag = "1")]
+    pub claim_held: bool,
+}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Outcome {
@@ -477,6 +574,58 @@ pub mod federator_client {
             req.extensions_mut().insert(GrpcMethod::new("vigil.v1.Federator", "Report"));
             self.inner.unary(req, path, codec).await
         }
+        /// A deep-check pod (vigil-agent deep-check) asks for one failing check target to examine.
+        /// Each failing (check, target, node) is held by at most one claimer at a time, for a lease;
+        /// an empty response means nothing selected is failing and unclaimed.
+        pub async fn claim_deep_check(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ClaimDeepCheckRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ClaimDeepCheckResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/vigil.v1.Federator/ClaimDeepCheck",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("vigil.v1.Federator", "ClaimDeepCheck"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The findings of a deep check; they show in /api/v1/checks and the alert's description.
+        pub async fn report_deep_check(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeepCheckReport>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReportDeepCheckResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/vigil.v1.Federator/ReportDeepCheck",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("vigil.v1.Federator", "ReportDeepCheck"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -509,6 +658,24 @@ pub mod federator_server {
             &self,
             request: tonic::Request<super::ResultBatch>,
         ) -> std::result::Result<tonic::Response<super::Ack>, tonic::Status>;
+        /// A deep-check pod (vigil-agent deep-check) asks for one failing check target to examine.
+        /// Each failing (check, target, node) is held by at most one claimer at a time, for a lease;
+        /// an empty response means nothing selected is failing and unclaimed.
+        async fn claim_deep_check(
+            &self,
+            request: tonic::Request<super::ClaimDeepCheckRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ClaimDeepCheckResponse>,
+            tonic::Status,
+        >;
+        /// The findings of a deep check; they show in /api/v1/checks and the alert's description.
+        async fn report_deep_check(
+            &self,
+            request: tonic::Request<super::DeepCheckReport>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReportDeepCheckResponse>,
+            tonic::Status,
+        >;
     }
     /// The federator's service. Agents hold one Connect stream open; one-shot
     /// reporters (isolated Job runs) use Report; a cluster federator forwards to a
@@ -665,6 +832,96 @@ pub mod federator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/vigil.v1.Federator/ClaimDeepCheck" => {
+                    #[allow(non_camel_case_types)]
+                    struct ClaimDeepCheckSvc<T: Federator>(pub Arc<T>);
+                    impl<
+                        T: Federator,
+                    > tonic::server::UnaryService<super::ClaimDeepCheckRequest>
+                    for ClaimDeepCheckSvc<T> {
+                        type Response = super::ClaimDeepCheckResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ClaimDeepCheckRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Federator>::claim_deep_check(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ClaimDeepCheckSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/vigil.v1.Federator/ReportDeepCheck" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReportDeepCheckSvc<T: Federator>(pub Arc<T>);
+                    impl<
+                        T: Federator,
+                    > tonic::server::UnaryService<super::DeepCheckReport>
+                    for ReportDeepCheckSvc<T> {
+                        type Response = super::ReportDeepCheckResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeepCheckReport>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Federator>::report_deep_check(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReportDeepCheckSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

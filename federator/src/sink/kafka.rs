@@ -1,0 +1,388 @@
+//! The Kafka sink: every result to topic `healthcheck-results` through an idempotent, acks=all
+//! rdkafka producer; a write succeeds only once the broker has confirmed every record in it.
+
+pub mod config;
+pub mod encode;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+use vigil_proto::ProbeResult;
+
+pub use config::{ConfigError, Encoding, KafkaOptions};
+
+use super::{Sink, SinkError};
+use crate::api::Readiness;
+use crate::metrics::Metrics;
+
+/// The readiness part Kafka problems are reported under (the pipeline clears it on a write).
+const PART: &str = "sink kafka";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSinkError {
+    #[error("Kafka sink configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(
+        "cannot create the Kafka producer for {brokers}: {source}; check --kafka-brokers and --kafka-option values"
+    )]
+    Create {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Reports librdkafka's client-level errors (brokers down, authentication) as metrics, logs and
+/// readiness; record-level failures come back through the delivery reports instead.
+pub struct Context {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    brokers: String,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let kind = error_kind(&error);
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        tracing::warn!(brokers = %self.brokers, kind = %kind, %reason, "Kafka client error; results stay unacknowledged until delivered");
+        self.readiness.set(
+            PART,
+            Some(format!(
+                "{kind} talking to {}: {reason} (results are held and retried)",
+                self.brokers
+            )),
+        );
+    }
+}
+
+fn error_kind(e: &KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(code) => format!("{code:?}"),
+        None => "Other".to_owned(),
+    }
+}
+
+pub struct KafkaSink {
+    producer: FutureProducer<Context>,
+    options: KafkaOptions,
+    metrics: Arc<Metrics>,
+}
+
+impl KafkaSink {
+    /// Builds the producer (no network yet: librdkafka connects in the background).
+    pub fn new(
+        options: KafkaOptions,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+    ) -> Result<Self, KafkaSinkError> {
+        let config = options.client_config()?;
+        let context = Context {
+            metrics: Arc::clone(&metrics),
+            readiness,
+            brokers: options.brokers.clone(),
+        };
+        let producer =
+            config
+                .create_with_context(context)
+                .map_err(|source| KafkaSinkError::Create {
+                    brokers: options.brokers.clone(),
+                    source,
+                })?;
+        Ok(Self {
+            producer,
+            options,
+            metrics,
+        })
+    }
+
+    /// Flushes what librdkafka still holds (shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
+            tracing::warn!(error = %e, "Kafka producer did not flush within the grace period; agents will resend what was not acknowledged");
+        }
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        self.flush(Duration::from_secs(5));
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        batches: &'a [Arc<Vec<ProbeResult>>],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            let started = Instant::now();
+            let topic = self.options.topic.as_str();
+            let encoding = self.options.encoding;
+            let in_flight = &self.metrics.kafka_in_flight;
+            let mut pending = FuturesUnordered::new();
+            let mut value = Vec::with_capacity(512);
+            let mut outcome = Ok(());
+            for r in batches.iter().flat_map(|b| b.iter()) {
+                value.clear();
+                encode::value(r, encoding, &mut value);
+                let key = encode::key(r);
+                let mut record = FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(encode::headers(r, encoding));
+                let finished = r.start_unix_nanos + r.latency_nanos as i64;
+                loop {
+                    match self.producer.send_result(record) {
+                        Ok(delivery) => {
+                            in_flight.inc();
+                            pending.push(delivery.map(move |d| (finished, d)));
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            // librdkafka's queue is full: wait for a delivery to make room.
+                            record = back;
+                            match pending.next().await {
+                                Some(done) => {
+                                    if let Err(e) = self.delivered(done, started) {
+                                        outcome = Err(e);
+                                    }
+                                }
+                                None => tokio::time::sleep(Duration::from_millis(5)).await,
+                            }
+                        }
+                        Err((e, _)) => {
+                            outcome = Err(SinkError::Unavailable(format!(
+                                "cannot queue a record for topic {topic}: {e}"
+                            )));
+                            break;
+                        }
+                    }
+                }
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            // Wait for every queued record even after a failure, so none is left in flight.
+            while let Some(done) = pending.next().await {
+                let delivered = self.delivered(done, started);
+                if outcome.is_ok() {
+                    outcome = delivered;
+                }
+            }
+            outcome
+        }
+        .boxed()
+    }
+
+    fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        let producer = self.producer.clone();
+        let topic = self.options.topic.clone();
+        let timeout = self.options.connect_timeout;
+        async move {
+            tokio::task::spawn_blocking(move || topic_exists(&producer, &topic, timeout))
+                .await
+                .unwrap_or_else(|e| Err(SinkError::Unavailable(e.to_string())))
+        }
+        .boxed()
+    }
+}
+
+type Delivered = (
+    i64,
+    Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+);
+
+impl KafkaSink {
+    fn delivered(&self, (finished, report): Delivered, started: Instant) -> Result<(), SinkError> {
+        self.metrics.kafka_in_flight.dec();
+        match report {
+            Ok(Ok(_)) => {
+                self.metrics
+                    .kafka_delivery_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64);
+                if finished > 0 && now > finished {
+                    self.metrics
+                        .result_delivery_lag_seconds
+                        .observe((now - finished) as f64 / 1e9);
+                }
+                Ok(())
+            }
+            Ok(Err((e, _))) => {
+                let kind = error_kind(&e);
+                self.metrics
+                    .kafka_errors
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
+                Err(SinkError::Unavailable(format!(
+                    "Kafka did not take a record for topic {}: {e}",
+                    self.options.topic
+                )))
+            }
+            Err(_) => Err(SinkError::Unavailable(
+                "the Kafka producer stopped before delivering".to_owned(),
+            )),
+        }
+    }
+}
+
+fn topic_exists(
+    producer: &FutureProducer<Context>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), SinkError> {
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Timeout::After(timeout))
+        .map_err(|e| SinkError::Unavailable(format!("cannot reach the Kafka brokers: {e}")))?;
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+        Some(t) => Err(SinkError::Unavailable(format!(
+            "topic {topic}: {}",
+            t.error()
+                .map(|e| format!("{:?}", RDKafkaErrorCode::from(e)))
+                .unwrap_or_else(|| "no partitions".to_owned())
+        ))),
+        None => Err(SinkError::Unavailable(format!(
+            "topic {topic} does not exist"
+        ))),
+    }
+}
+
+/// Makes sure the topic exists (creating it when allowed), retrying with backoff until it does
+/// or `cancel`; every failure is logged with what to do and shown in `/readyz` meanwhile.
+pub async fn ensure_topic(
+    options: KafkaOptions,
+    readiness: Arc<Readiness>,
+    cancel: CancellationToken,
+) {
+    let part = "kafka topic";
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match try_ensure_topic(&options).await {
+            Ok(created) => {
+                if created {
+                    tracing::info!(topic = %options.topic, brokers = %options.brokers, partitions = options.partitions, "created the Kafka topic");
+                } else {
+                    tracing::info!(topic = %options.topic, brokers = %options.brokers, "Kafka topic ready");
+                }
+                readiness.set(part, None);
+                return;
+            }
+            Err(problem) => {
+                tracing::error!(topic = %options.topic, brokers = %options.brokers, %problem, retry_in = ?backoff, "Kafka is not usable yet; results stay unacknowledged (agents keep them)");
+                readiness.set(part, Some(problem));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = cancel.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// `Ok(true)` when the topic was created, `Ok(false)` when it was there.
+async fn try_ensure_topic(options: &KafkaOptions) -> Result<bool, String> {
+    let mut config = options.client_config().map_err(|e| e.to_string())?;
+    // The admin client takes no producer settings; keep only connection and security ones.
+    for key in [
+        "enable.idempotence",
+        "acks",
+        "message.timeout.ms",
+        "compression.type",
+        "linger.ms",
+        "batch.size",
+        "batch.num.messages",
+        "queue.buffering.max.messages",
+        "queue.buffering.max.kbytes",
+    ] {
+        config.remove(key);
+    }
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
+    let timeout = options.connect_timeout;
+    let topic = options.topic.clone();
+    let (admin, metadata) = tokio::task::spawn_blocking(move || {
+        let m = admin
+            .inner()
+            .fetch_metadata(Some(&topic), Timeout::After(timeout));
+        (admin, m)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let metadata = metadata.map_err(|e| {
+        format!(
+            "cannot reach the Kafka brokers {} within {:?}: {e}; check --kafka-brokers and that the brokers are up",
+            options.brokers, timeout
+        )
+    })?;
+    let existing = metadata.topics().iter().find(|t| t.name() == options.topic);
+    match existing.and_then(|t| t.error().map(RDKafkaErrorCode::from)) {
+        None if existing.is_some_and(|t| !t.partitions().is_empty()) => return Ok(false),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+            return Err(format!(
+                "not authorized to use topic {}: grant this client Describe and Write on it",
+                options.topic
+            ));
+        }
+        _ => {}
+    }
+    if !options.create_topic {
+        return Err(format!(
+            "topic {} does not exist and --kafka-create-topic=false; create it, or let the federator create it",
+            options.topic
+        ));
+    }
+    let new = NewTopic::new(
+        &options.topic,
+        options.partitions,
+        TopicReplication::Fixed(options.replication_factor),
+    );
+    let results = admin
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(timeout)),
+        )
+        .await
+        .map_err(|e| format!("cannot create topic {}: {e}", options.topic))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, RDKafkaErrorCode::TopicAuthorizationFailed))
+            | Err((_, RDKafkaErrorCode::ClusterAuthorizationFailed)) => {
+                return Err(format!(
+                    "topic {} does not exist and this client may not create it: create it (e.g. {} partitions), or grant Create",
+                    options.topic, options.partitions
+                ));
+            }
+            Err((_, code)) => {
+                return Err(format!("cannot create topic {}: {code:?}", options.topic));
+            }
+        }
+    }
+    Ok(true)
+}

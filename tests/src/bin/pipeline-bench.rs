@@ -1,0 +1,321 @@
+//! Results pipeline benchmark, side by side in one run against one real Kafka-protocol broker
+//! (tansu on 127.0.0.1):
+//!   (a) a bare rdkafka producer (same settings as the federator's sink) writing records of the
+//!       same size and shape as fast as it can;
+//!   (b) the real `vigil-federator serve --kafka-brokers ...` fed by 100 simulated agents over
+//!       real gRPC streams, counting only results the federator acknowledged (= Kafka confirmed);
+//!   (c) send-to-ack latency at a steady 10,000 results/s;
+//!   and the federator's peak RSS throughout.
+//!
+//! `cargo build --release --workspace && target/release/pipeline-bench [SECONDS] [SOAK_MINUTES]`
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use vigil_e2e::kafka::Tansu;
+use vigil_e2e::loadgen::{self, LoadConfig};
+use vigil_e2e::{Proc, bin, free_addr};
+
+const AGENTS: usize = 100;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let soak_minutes: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let duration = Duration::from_secs(seconds);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tansu = Tansu::start(dir.path());
+    let brokers = tansu.brokers();
+    create_topics(&brokers, &["bench-bare", "healthcheck-results"]).await;
+    println!("broker: tansu (memory engine) at {brokers}; {seconds}s per phase, {AGENTS} agents");
+
+    let bare = bare_producer(&brokers, duration).await;
+    println!("(a) bare rdkafka producer: {bare:>9.0} records/s");
+
+    let fed = start_federator(dir.path(), &brokers).await;
+    let rss = RssSampler::start(fed.child.child.id());
+    let full = loadgen::run(load(&fed_url(&fed), None, duration, "full")).await;
+    assert!(full.errors.is_empty(), "load errors: {:?}", full.errors);
+    let rate = full.acked_per_second();
+    println!(
+        "(b) federator end to end: {rate:>9.0} results/s acknowledged after Kafka delivery ({} of {} sent)",
+        full.acked, full.sent
+    );
+    println!("    ratio (b)/(a): {:.2}", rate / bare);
+    println!(
+        "    ack latency at full load: p50 {:?}, p99 {:?}",
+        full.latency_quantile(0.5),
+        full.latency_quantile(0.99)
+    );
+
+    let steady = loadgen::run(load(&fed_url(&fed), Some(10_000.0), duration, "steady")).await;
+    assert!(steady.errors.is_empty(), "load errors: {:?}", steady.errors);
+    println!(
+        "(c) at 10,000 results/s: {:.0}/s acknowledged; send-to-ack (= Kafka delivery) p50 {:?}, p99 {:?}, max {:?}",
+        steady.acked_per_second(),
+        steady.latency_quantile(0.5),
+        steady.latency_quantile(0.99),
+        steady.latency_quantile(1.0)
+    );
+    if soak_minutes > 0 {
+        let mut samples = Vec::new();
+        for minute in 0..soak_minutes {
+            let r = loadgen::run(load(
+                &fed_url(&fed),
+                Some(50_000.0),
+                Duration::from_secs(60),
+                &format!("soak{minute}"),
+            ))
+            .await;
+            let now = rss.current_mib();
+            samples.push(now);
+            println!(
+                "    soak minute {}: {:.0} results/s acknowledged, federator RSS {now:.0} MiB",
+                minute + 1,
+                r.acked_per_second()
+            );
+        }
+    }
+    println!("    federator peak RSS: {:.0} MiB", rss.peak_mib());
+    drop(fed);
+    drop(tansu);
+}
+
+fn fed_url(fed: &Fed) -> String {
+    format!("http://{}", fed.grpc)
+}
+
+fn load(federator: &str, rate: Option<f64>, duration: Duration, prefix: &str) -> LoadConfig {
+    LoadConfig {
+        federator: federator.to_owned(),
+        agents: AGENTS,
+        rate,
+        duration,
+        batch: 100,
+        window: 2_000,
+        check_id: "bench/load".into(),
+        agent_prefix: format!("bench-{prefix}"),
+    }
+}
+
+struct Fed {
+    child: Proc,
+    grpc: std::net::SocketAddr,
+}
+
+impl std::ops::Deref for Fed {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.child
+    }
+}
+
+async fn start_federator(dir: &std::path::Path, brokers: &str) -> Fed {
+    let checks = dir.join("checks");
+    std::fs::create_dir_all(&checks).expect("checks dir");
+    std::fs::write(
+        checks.join("bench.yaml"),
+        "apiVersion: vigil.dev/v1alpha1\nkind: HealthCheck\nmetadata: {name: load, namespace: bench}\nspec:\n  interval: 1h\n  probe: {tcp: {address: '127.0.0.1:9'}}\n",
+    )
+    .expect("check file");
+    let http = free_addr();
+    let grpc = free_addr();
+    let child = Proc::start(
+        "vigil-federator",
+        &bin("vigil-federator"),
+        &[
+            "serve".into(),
+            "--checks".into(),
+            checks.display().to_string(),
+            "--listen".into(),
+            http.to_string(),
+            "--grpc-listen".into(),
+            grpc.to_string(),
+            "--no-results-file".into(),
+            "--kafka-brokers".into(),
+            brokers.to_owned(),
+        ],
+        dir,
+    );
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client
+            .get(format!("http://{http}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "federator not ready in 60s:\n{}",
+            child.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Fed { child, grpc }
+}
+
+async fn create_topics(brokers: &str, topics: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 6, TopicReplication::Fixed(1)))
+        .collect();
+    let made = admin
+        .create_topics(new.iter(), &AdminOptions::new())
+        .await
+        .expect("create topics");
+    for r in made {
+        if let Err((t, e)) = r {
+            panic!("creating topic {t}: {e:?}");
+        }
+    }
+}
+
+/// Records per second a bare producer gets confirmed; same settings, key, headers and value
+/// size as the federator's Kafka sink.
+async fn bare_producer(brokers: &str, duration: Duration) -> f64 {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "100000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "524288")
+        .set("socket.nagle.disable", "true")
+        .create()
+        .expect("producer");
+    let value = sample_value();
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut delivered = 0u64;
+    let mut seq = 0u64;
+    while started.elapsed() < duration {
+        while pending.len() < 100_000 {
+            seq += 1;
+            let key = format!(
+                "bench/bench/load/http://10.0.{}.{}:8080/healthz",
+                seq % 7,
+                seq % 50
+            );
+            let seq_text = seq.to_string();
+            let headers = OwnedHeaders::new_with_capacity(6)
+                .insert(Header {
+                    key: "schema",
+                    value: Some("1"),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                })
+                .insert(Header {
+                    key: "cluster",
+                    value: Some("bench"),
+                })
+                .insert(Header {
+                    key: "node",
+                    value: Some("load-node-1"),
+                })
+                .insert(Header {
+                    key: "agent",
+                    value: Some("bench-bare-1"),
+                })
+                .insert(Header {
+                    key: "seq",
+                    value: Some(seq_text.as_str()),
+                });
+            let record = FutureRecord::to("bench-bare")
+                .key(&key)
+                .payload(&value)
+                .headers(headers);
+            match producer.send_result(record) {
+                Ok(f) => pending.push(f),
+                Err(_) => break,
+            }
+        }
+        if let Some(Ok(Ok(_))) = pending.next().await {
+            delivered += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    while pending.next().await.is_some() {}
+    delivered as f64 / elapsed.as_secs_f64()
+}
+
+/// A JSON value of the size and shape the federator writes for a load-generator result.
+fn sample_value() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schema": 1, "agent": "bench-full-17", "seq": 123456, "check": "bench/load",
+        "target": "http://10.0.3.17:8080/healthz", "cluster": "local", "node": "load-node-17",
+        "scope": "cluster", "start": "2026-11-22T19:00:00.123456789Z",
+        "start_unix_nanos": 1_795_460_400_123_456_789_i64, "latency_seconds": 0.00125,
+        "outcome": "SUCCESS", "attempt": 1, "details": {"status_code": "200"},
+        "values": {"probe_http_duration_seconds": 0.00125}
+    }))
+    .expect("json")
+}
+
+/// Samples a process's resident memory every 200 ms.
+struct RssSampler {
+    pid: u32,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = {
+            let peak = std::sync::Arc::clone(&peak);
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        Self { pid, peak, task }
+    }
+
+    fn peak_mib(&self) -> f64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    }
+
+    fn current_mib(&self) -> f64 {
+        rss_kib(self.pid) as f64 / 1024.0
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,221 @@
+//! A load generator: N simulated agents, each on its own gRPC connection and Connect stream,
+//! sending results at a chosen rate with a window of unacknowledged results (like the real
+//! agent's outbox), and timing every batch from send to the federator's Ack (which means every
+//! sink, Kafka included, has it).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use vigil_proto::{
+    AgentMessage, Hello, ProbeResult, ResultBatch, agent_message,
+    federator_client::FederatorClient, federator_message::Msg,
+};
+
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// `http://host:port` of the federator's gRPC listener.
+    pub federator: String,
+    pub agents: usize,
+    /// Results per second over all agents; `None` = as fast as acks allow.
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    /// Results per ResultBatch.
+    pub batch: usize,
+    /// Unacknowledged results each agent may have out.
+    pub window: usize,
+    /// The check every result is for (it must be defined in the federator).
+    pub check_id: String,
+    /// Agent ids are `<prefix>-<n>`.
+    pub agent_prefix: String,
+}
+
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub acked: u64,
+    pub elapsed: Duration,
+    /// Send-to-ack time of every batch.
+    pub ack_latency: Vec<Duration>,
+    pub errors: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn acked_per_second(&self) -> f64 {
+        self.acked as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `q` quantile (0..=1) of the ack latencies.
+    pub fn latency_quantile(&self, q: f64) -> Duration {
+        let mut v = self.ack_latency.clone();
+        v.sort_unstable();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        v[i]
+    }
+}
+
+/// Runs the load and returns when every agent has sent for `duration` and received the acks
+/// of what it sent (or 30 s more passed).
+pub async fn run(config: LoadConfig) -> LoadReport {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..config.agents {
+        let config = config.clone();
+        tasks.push(tokio::spawn(async move { one_agent(&config, n).await }));
+    }
+    let mut report = LoadReport::default();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => {
+                report.sent += r.sent;
+                report.acked += r.acked;
+                report.ack_latency.extend(r.ack_latency);
+            }
+            Ok(Err(e)) => report.errors.push(e),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+fn result(config: &LoadConfig, seq: u64, now_nanos: i64) -> ProbeResult {
+    ProbeResult {
+        check_id: config.check_id.clone(),
+        target: format!("http://10.0.{}.{}:8080/healthz", seq % 7, seq % 50),
+        seq,
+        start_unix_nanos: now_nanos,
+        latency_nanos: 1_250_000,
+        outcome: 1,
+        attempt: 1,
+        details: [("status_code".to_owned(), "200".to_owned())].into(),
+        values: [("probe_http_duration_seconds".to_owned(), 0.00125)].into(),
+        scope: "cluster".to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn one_agent(config: &LoadConfig, n: usize) -> Result<LoadReport, String> {
+    let agent_id = format!("{}-{n}", config.agent_prefix);
+    let channel = tonic::transport::Endpoint::from_shared(config.federator.clone())
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("{agent_id}: connect: {e}"))?;
+    let (tx, rx) = mpsc::channel::<AgentMessage>(64);
+    tx.send(AgentMessage {
+        msg: Some(agent_message::Msg::Hello(Hello {
+            agent_id: agent_id.clone(),
+            node: format!("load-node-{n}"),
+            version: "loadgen".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut inbound = FederatorClient::new(channel)
+        .max_decoding_message_size(vigil_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(vigil_proto::MAX_MESSAGE_BYTES)
+        .connect(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("{agent_id}: Connect: {e}"))?
+        .into_inner();
+
+    let window = Arc::new(Semaphore::new(config.window));
+    let in_flight: Arc<Mutex<VecDeque<(u64, usize, Instant)>>> = Arc::default();
+    let acks = {
+        let window = Arc::clone(&window);
+        let in_flight = Arc::clone(&in_flight);
+        let agent_id = agent_id.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut acked = 0u64;
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => {
+                        if let Some(Msg::Ack(ack)) = m.msg {
+                            let mut q = in_flight.lock().unwrap();
+                            while q.front().is_some_and(|(last, _, _)| *last <= ack.seq) {
+                                let (_, count, sent) = q.pop_front().expect("front");
+                                latencies.push(sent.elapsed());
+                                acked += count as u64;
+                                window.add_permits(count);
+                            }
+                        }
+                    }
+                    Ok(None) => return Ok((acked, latencies)),
+                    Err(status) => {
+                        return Err(format!("{agent_id}: stream ended: {status}"));
+                    }
+                }
+            }
+        })
+    };
+
+    let per_agent_rate = config.rate.map(|r| r / config.agents as f64);
+    let batch_every = per_agent_rate.map(|r| Duration::from_secs_f64(config.batch as f64 / r));
+    let started = Instant::now();
+    let mut seq = 0u64;
+    let mut sent = 0u64;
+    let mut next_send = tokio::time::Instant::now();
+    while started.elapsed() < config.duration {
+        if let Some(every) = batch_every {
+            tokio::time::sleep_until(next_send).await;
+            next_send += every;
+        }
+        let permit = window
+            .acquire_many(u32::try_from(config.batch).expect("batch fits u32"))
+            .await
+            .map_err(|e| e.to_string())?;
+        permit.forget();
+        let now_nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let results: Vec<ProbeResult> = (0..config.batch)
+            .map(|_| {
+                seq += 1;
+                result(config, seq, now_nanos)
+            })
+            .collect();
+        in_flight
+            .lock()
+            .unwrap()
+            .push_back((seq, config.batch, Instant::now()));
+        tx.send(AgentMessage {
+            msg: Some(agent_message::Msg::Results(ResultBatch {
+                results,
+                agent_id: String::new(),
+            })),
+        })
+        .await
+        .map_err(|_| format!("{agent_id}: stream closed while sending"))?;
+        sent += config.batch as u64;
+    }
+    // Wait for the outstanding acks, then close the stream.
+    let drained = tokio::time::timeout(
+        Duration::from_secs(30),
+        window.acquire_many(u32::try_from(config.window).expect("window fits u32")),
+    )
+    .await;
+    drop(tx);
+    let (acked, ack_latency) = match drained {
+        Ok(_) => acks.await.map_err(|e| e.to_string())??,
+        Err(_) => {
+            acks.abort();
+            return Err(format!("{agent_id}: acks still missing 30s after the end"));
+        }
+    };
+    Ok(LoadReport {
+        sent,
+        acked,
+        elapsed: started.elapsed(),
+        ack_latency,
+        errors: Vec::new(),
+    })
+}
