@@ -158,7 +158,7 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
             tracker.spawn(follow_leadership(
                 leader.clone(),
                 Arc::clone(&hub),
-                Arc::clone(&readiness),
+                Arc::clone(&metrics),
                 cancel.clone(),
             ));
             service.with_leader(leader.clone())
@@ -326,20 +326,18 @@ fn report_load(opts: &Options, loaded: &loader::Loaded) {
 }
 
 /// Reloads the folder when any file in it changes (name, size or modification time).
-/// A standby is not ready (so the Service sends agents to the leader) and drops its agents
-/// when it stops leading.
+/// Exports leadership and drops this replica's agents when it stops leading. A standby stays
+/// ready (so drains and rolling updates can proceed under the PodDisruptionBudget); it refuses
+/// agents with UNAVAILABLE, and they reconnect through the Service until they reach the leader.
 async fn follow_leadership(
     mut leader: tokio::sync::watch::Receiver<bool>,
     hub: Arc<Hub>,
-    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
     loop {
         let leading = *leader.borrow_and_update();
-        readiness.set(
-            "leader",
-            (!leading).then(|| "standby: another replica holds the Lease".to_owned()),
-        );
+        metrics.leader.set(i64::from(leading));
         if !leading {
             hub.disconnect_all();
         }

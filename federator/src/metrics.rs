@@ -23,6 +23,7 @@ pub struct Metrics {
     pub alert_queue_depth: IntGaugeVec,
     pub alerts_dropped: IntCounterVec,
     pub sink_queue_depth: IntGaugeVec,
+    pub leader: IntGauge,
     pub kafka_errors: IntCounterVec,
     pub kafka_in_flight: IntGauge,
     pub kafka_delivery_seconds: Histogram,
@@ -128,6 +129,10 @@ impl Metrics {
             .register(Box::new(sink_queue_depth.clone()))
             .expect("unique metric");
         Self {
+            leader: gauge(
+                "vigil_federator_leader",
+                "1 while this replica holds the Lease (or runs without leader election), else 0.",
+            ),
             sink_queue_depth,
             kafka_errors: counter(
                 "vigil_kafka_errors_total",

@@ -369,16 +369,16 @@ async fn leadership_fails_over_between_two_federators() {
     }
     let b = Federator::start(&server, "fed-b", true).await;
     let client = reqwest::Client::new();
-    // The standby is not ready and refuses agents.
+    // The standby says so in its metrics and refuses agents.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let r = client
-            .get(format!("http://{}/readyz", b.http))
+            .get(format!("http://{}/metrics", b.http))
             .send()
             .await
             .unwrap();
         let text = r.text().await.unwrap();
-        if text.contains("standby: another replica holds the Lease") {
+        if text.contains("\nvigil_federator_leader 0\n") {
             break;
         }
         assert!(

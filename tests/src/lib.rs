@@ -62,6 +62,18 @@ impl Proc {
         log_dir: &Path,
         cwd: &Path,
     ) -> Self {
+        Self::start_full(name, program, args, log_dir, cwd, &[])
+    }
+
+    /// Like [`Proc::start_in`], with extra environment variables for the child.
+    pub fn start_full(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+        cwd: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = log_dir.join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -71,6 +83,7 @@ impl Proc {
         let child = Command::new(program)
             .args(args)
             .current_dir(cwd)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

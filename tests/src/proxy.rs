@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 pub struct CuttingProxy {
     pub addr: SocketAddr,
+    upstream: Arc<std::sync::Mutex<SocketAddr>>,
     cut: watch::Sender<u64>,
     accepted: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -22,7 +23,9 @@ impl CuttingProxy {
         let addr = listener.local_addr().expect("proxy addr");
         let (cut, _) = watch::channel(0u64);
         let accepted = Arc::new(AtomicU64::new(0));
+        let target = Arc::new(std::sync::Mutex::new(upstream));
         let task = {
+            let target = Arc::clone(&target);
             let cut = cut.clone();
             let accepted = Arc::clone(&accepted);
             tokio::spawn(async move {
@@ -30,6 +33,7 @@ impl CuttingProxy {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let mut cuts = cut.subscribe();
                     cuts.mark_unchanged();
+                    let upstream = *target.lock().unwrap();
                     tokio::spawn(async move {
                         let Ok(mut outbound) = TcpStream::connect(upstream).await else {
                             return;
@@ -45,6 +49,7 @@ impl CuttingProxy {
         };
         Self {
             addr,
+            upstream: target,
             cut,
             accepted,
             task,
@@ -54,6 +59,11 @@ impl CuttingProxy {
     /// Closes every connection open through the proxy now (new ones are accepted).
     pub fn cut(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Sends new connections to `upstream` (like a Service whose ready endpoint changed).
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
     }
 
     /// Connections accepted so far.

@@ -329,8 +329,13 @@ pub fn job_for(check: &HealthCheck, options: &JobOptions) -> Job {
     let labels: BTreeMap<String, String> = [
         (CHECK_LABEL.to_owned(), name.clone()),
         (
+            // The NetworkPolicy lets pods of this name reach the federator's gRPC port.
             "app.kubernetes.io/name".to_owned(),
-            "vigil-run-once".to_owned(),
+            "vigil-agent".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "run-once".to_owned(),
         ),
         (
             "app.kubernetes.io/managed-by".to_owned(),
