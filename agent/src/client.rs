@@ -31,7 +31,7 @@ const BATCH_BYTES: usize = 1 << 20;
 /// Results sent but not yet acknowledged before the agent waits for Acks.
 const WINDOW_RESULTS: u64 = 20_000;
 /// How long a result may wait for others to share its batch.
-pub const LINGER: Duration = Duration::from_millis(0);
+pub const LINGER: Duration = Duration::from_millis(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CONNECT_PATH: &str = "/vigil.v1.Federator/Connect";

@@ -400,14 +400,9 @@ impl Federator for FederatorService {
                 "this federator replica is a standby; claim through the federator Service",
             ));
         }
-        crate::deep_check::serve_claim(
-            &self.deep_checks,
-            &self.hub,
-            &self.state,
-            request.get_ref(),
-        )
-        .map(Response::new)
-        .map_err(Status::from)
+        crate::deep_check::serve_claim(&self.deep_checks, &self.hub, &self.state, request.get_ref())
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn report_deep_check(

@@ -7,7 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, join_all};
+use futures::stream::FuturesOrdered;
+
+use crate::sink::SinkError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -95,6 +99,14 @@ impl Pipeline {
     }
 }
 
+/// One group commit in flight: its jobs, its results, and when it started.
+struct Group {
+    jobs: Vec<Job>,
+    batches: Vec<Arc<Vec<ProbeResult>>>,
+    count: usize,
+    started: std::time::Instant,
+}
+
 async fn run_sink(
     mut sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<Job>,
@@ -104,44 +116,56 @@ async fn run_sink(
 ) {
     let name = sink.name();
     let part = format!("sink {name}");
-    let mut jobs: Vec<Job> = Vec::new();
     let queue_depth = metrics.sink_queue_depth.with_label_values(&[name]);
-    loop {
-        // After cancellation, keep draining what is queued; the senders close when connections end.
-        let first = tokio::select! {
-            job = rx.recv() => job,
-            () = cancel.cancelled(), if rx.is_empty() => None,
-        };
-        let Some(first) = first else { break };
-        let mut count = first.batch.len();
-        jobs.push(first);
-        while count < GROUP_RESULTS {
-            match rx.try_recv() {
-                Ok(job) => {
-                    count += job.batch.len();
-                    jobs.push(job);
+    let max_in_flight = sink.max_in_flight().max(1);
+    let mut in_flight: FuturesOrdered<BoxFuture<'static, (Group, Result<(), SinkError>)>> =
+        FuturesOrdered::new();
+    let mut open = true;
+    let mut backoff = Duration::from_millis(100);
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            // After cancellation, keep draining what is queued; the senders close when
+            // connections end.
+            first = rx.recv(), if open && in_flight.len() < max_in_flight => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut count = first.batch.len();
+                let mut jobs = vec![first];
+                while count < GROUP_RESULTS {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            count += job.batch.len();
+                            jobs.push(job);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                queue_depth.set(rx.len() as i64);
+                let batches: Vec<Arc<Vec<ProbeResult>>> =
+                    jobs.iter().map(|j| Arc::clone(&j.batch)).collect();
+                let group = Group { jobs, batches, count, started: std::time::Instant::now() };
+                in_flight.push_back(start(&mut *sink, group));
             }
-        }
-        let batches: Vec<Arc<Vec<ProbeResult>>> =
-            jobs.iter().map(|j| Arc::clone(&j.batch)).collect();
-        queue_depth.set(rx.len() as i64);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = std::time::Instant::now();
-            match sink.write(&batches).await {
+            () = cancel.cancelled(), if open && rx.is_empty() && in_flight.is_empty() => {
+                open = false;
+            }
+            Some((group, result)) = in_flight.next() => match result {
                 Ok(()) => {
+                    backoff = Duration::from_millis(100);
                     metrics
                         .sink_write_seconds
                         .with_label_values(&[name])
-                        .observe(started.elapsed().as_secs_f64());
+                        .observe(group.started.elapsed().as_secs_f64());
                     metrics
                         .sink_written
                         .with_label_values(&[name])
-                        .inc_by(count as u64);
+                        .inc_by(group.count as u64);
                     readiness.set(&part, None);
-                    break;
+                    for job in group.jobs {
+                        let _ = job.done.send(());
+                    }
                 }
                 Err(e) => {
                     metrics.sink_errors.with_label_values(&[name]).inc();
@@ -150,18 +174,23 @@ async fn run_sink(
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = cancel.cancelled() => {
-                            tracing::error!(sink = name, results = count, "shutting down with undelivered results; agents will resend them");
+                            tracing::error!(sink = name, results = group.count, "shutting down with undelivered results; agents will resend them");
                             return;
                         }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // Retried first: completions (and so acks) stay in order.
+                    in_flight.push_front(start(&mut *sink, group));
                 }
-            }
-        }
-        for job in jobs.drain(..) {
-            let _ = job.done.send(());
+            },
         }
     }
+}
+
+/// Starts one group's write; the future yields the group back with the outcome.
+fn start(sink: &mut dyn Sink, group: Group) -> BoxFuture<'static, (Group, Result<(), SinkError>)> {
+    let write = sink.write(group.batches.clone());
+    async move { (group, write.await) }.boxed()
 }
 
 #[cfg(test)]
@@ -183,16 +212,18 @@ mod tests {
         fn name(&self) -> &'static str {
             "flaky"
         }
-        fn write<'a>(
-            &'a mut self,
-            batches: &'a [Arc<Vec<ProbeResult>>],
-        ) -> BoxFuture<'a, Result<(), SinkError>> {
+        fn write(
+            &mut self,
+            batches: Vec<Arc<Vec<ProbeResult>>>,
+        ) -> BoxFuture<'static, Result<(), SinkError>> {
+            let fail = Arc::clone(&self.fail);
+            let written = Arc::clone(&self.written);
             async move {
-                if self.fail.load(Ordering::SeqCst) > 0 {
-                    self.fail.fetch_sub(1, Ordering::SeqCst);
+                if fail.load(Ordering::SeqCst) > 0 {
+                    fail.fetch_sub(1, Ordering::SeqCst);
                     return Err(SinkError::Unavailable("disk on fire".into()));
                 }
-                self.written
+                written
                     .lock()
                     .unwrap()
                     .extend(batches.iter().flat_map(|b| b.iter().map(|r| r.seq)));

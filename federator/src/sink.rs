@@ -27,11 +27,18 @@ pub trait Sink: Send + 'static {
     /// Short name for logs and metrics (`jsonl`, `kafka`).
     fn name(&self) -> &'static str;
 
-    /// Delivers every result of every batch, in order, or fails as a whole.
-    fn write<'a>(
-        &'a mut self,
-        batches: &'a [Arc<Vec<ProbeResult>>],
-    ) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// Starts delivering every result of every batch, in order; the future completes when all
+    /// are durable, or fails as a whole. Whatever must happen in order (handing records to a
+    /// producer) happens before this returns, so later writes can start while it completes.
+    fn write(
+        &mut self,
+        batches: Vec<Arc<Vec<ProbeResult>>>,
+    ) -> BoxFuture<'static, Result<(), SinkError>>;
+
+    /// How many writes may be in flight at once (their completions are taken in order).
+    fn max_in_flight(&self) -> usize {
+        1
+    }
 
     /// Whether the sink can take writes now (for `/readyz`).
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>>;

@@ -243,6 +243,8 @@ async fn a_claimer_that_dies_releases_its_claim_after_the_lease() {
         claimer: claimer.into(),
         selector: HashMap::from([("check".to_owned(), "shop/api".to_owned())]),
     };
+    // Taken before the claim, so the lease cannot have started earlier.
+    let claimed = std::time::Instant::now();
     let dead = client
         .claim_deep_check(claim("dead-pod"))
         .await
@@ -250,7 +252,6 @@ async fn a_claimer_that_dies_releases_its_claim_after_the_lease() {
         .into_inner();
     assert_eq!(dead.check.as_ref().unwrap().id, "shop/api");
     assert_eq!(dead.last_reason, "connection refused");
-    let claimed = std::time::Instant::now();
     let other = client
         .claim_deep_check(claim("pod-2"))
         .await

@@ -83,7 +83,9 @@ impl Federator {
         self.proc = Proc::start("federator", &bin("vigil-federator"), &self.args, dir);
     }
 
-    /// `vigil_results_acked_total` for the test agent, `None` while unreachable.
+    /// Distinct results of the test agent acknowledged (`vigil_results_acked_total` minus
+    /// `vigil_results_deduplicated_total`: a resend is acknowledged again), `None` while
+    /// unreachable.
     async fn acked(&self, client: &reqwest::Client) -> Option<u64> {
         let text = client
             .get(format!("http://{}/metrics", self.http))
@@ -94,10 +96,16 @@ impl Federator {
             .text()
             .await
             .ok()?;
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("vigil_results_acked_total{") && l.contains(AGENT))?;
-        line.rsplit(' ').next()?.parse().ok()
+        let counter = |name: &str| -> Option<u64> {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.contains(AGENT))?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        };
+        let acked = counter("vigil_results_acked_total{")?;
+        Some(acked - counter("vigil_results_deduplicated_total{").unwrap_or(0))
     }
 
     /// Waits until the federator has acknowledged more than `n` results of the test agent.

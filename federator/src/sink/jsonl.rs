@@ -40,10 +40,10 @@ impl Sink for JsonlSink {
         "jsonl"
     }
 
-    fn write<'a>(
-        &'a mut self,
-        batches: &'a [Arc<Vec<ProbeResult>>],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn write(
+        &mut self,
+        batches: Vec<Arc<Vec<ProbeResult>>>,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
         let mut buf = Vec::with_capacity(batches.iter().map(|b| b.len() * 320).sum());
         for result in batches.iter().flat_map(|b| b.iter()) {
             serde_json::to_writer(&mut buf, &ResultRecord::from_proto(result))
@@ -90,9 +90,9 @@ mod tests {
                     .collect(),
             )
         };
-        sink.write(&[batch(&[1, 2]), batch(&[3])]).await.unwrap();
+        sink.write(vec![batch(&[1, 2]), batch(&[3])]).await.unwrap();
         let mut again = JsonlSink::open(&path).unwrap();
-        again.write(&[batch(&[4])]).await.unwrap();
+        again.write(vec![batch(&[4])]).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let seqs: Vec<u64> = text
             .lines()

@@ -28,6 +28,9 @@ use crate::metrics::Metrics;
 /// The readiness part Kafka problems are reported under (the pipeline clears it on a write).
 const PART: &str = "sink kafka";
 
+/// How long a write waits for room in librdkafka's queue before failing (and being retried).
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkError {
     #[error("Kafka sink configuration: {0}")]
@@ -127,61 +130,61 @@ impl Sink for KafkaSink {
         "kafka"
     }
 
-    fn write<'a>(
-        &'a mut self,
-        batches: &'a [Arc<Vec<ProbeResult>>],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
-        async move {
-            let started = Instant::now();
-            let topic = self.options.topic.as_str();
-            let encoding = self.options.encoding;
-            let in_flight = &self.metrics.kafka_in_flight;
-            let mut pending = FuturesUnordered::new();
-            let mut value = Vec::with_capacity(512);
-            let mut outcome = Ok(());
-            for r in batches.iter().flat_map(|b| b.iter()) {
-                value.clear();
-                encode::value(r, encoding, &mut value);
-                let key = encode::key(r);
-                let mut record = FutureRecord::to(topic)
-                    .key(&key)
-                    .payload(&value)
-                    .headers(encode::headers(r, encoding));
-                let finished = r.start_unix_nanos + r.latency_nanos as i64;
-                loop {
-                    match self.producer.send_result(record) {
-                        Ok(delivery) => {
-                            in_flight.inc();
-                            pending.push(delivery.map(move |d| (finished, d)));
-                            break;
-                        }
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            // librdkafka's queue is full: wait for a delivery to make room.
-                            record = back;
-                            match pending.next().await {
-                                Some(done) => {
-                                    if let Err(e) = self.delivered(done, started) {
-                                        outcome = Err(e);
-                                    }
-                                }
-                                None => tokio::time::sleep(Duration::from_millis(5)).await,
-                            }
-                        }
-                        Err((e, _)) => {
+    fn write(
+        &mut self,
+        batches: Vec<Arc<Vec<ProbeResult>>>,
+    ) -> BoxFuture<'static, Result<(), SinkError>> {
+        let started = Instant::now();
+        let topic = self.options.topic.clone();
+        let encoding = self.options.encoding;
+        let metrics = Arc::clone(&self.metrics);
+        let mut pending = FuturesUnordered::new();
+        let mut value = Vec::with_capacity(512);
+        let mut outcome = Ok(());
+        // Records are handed to the producer here, in order, before the next write starts;
+        // only the wait for the delivery reports is left to the future.
+        'records: for r in batches.iter().flat_map(|b| b.iter()) {
+            value.clear();
+            encode::value(r, encoding, &mut value);
+            let key = encode::key(r);
+            let mut record = FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&value)
+                .headers(encode::headers(r, encoding));
+            let finished = r.start_unix_nanos + r.latency_nanos as i64;
+            let mut full_since: Option<Instant> = None;
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        metrics.kafka_in_flight.inc();
+                        pending.push(delivery.map(move |d| (finished, d)));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // librdkafka's queue is full (its own thread drains it): wait briefly.
+                        record = back;
+                        let since = *full_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > QUEUE_FULL_WAIT {
                             outcome = Err(SinkError::Unavailable(format!(
-                                "cannot queue a record for topic {topic}: {e}"
+                                "the Kafka producer's queue stayed full for {QUEUE_FULL_WAIT:?}"
                             )));
-                            break;
+                            break 'records;
                         }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => {
+                        outcome = Err(SinkError::Unavailable(format!(
+                            "cannot queue a record for topic {topic}: {e}"
+                        )));
+                        break 'records;
                     }
                 }
-                if outcome.is_err() {
-                    break;
-                }
             }
+        }
+        async move {
             // Wait for every queued record even after a failure, so none is left in flight.
             while let Some(done) = pending.next().await {
-                let delivered = self.delivered(done, started);
+                let delivered = delivered(&metrics, &topic, done, started);
                 if outcome.is_ok() {
                     outcome = delivered;
                 }
@@ -189,6 +192,12 @@ impl Sink for KafkaSink {
             outcome
         }
         .boxed()
+    }
+
+    /// Several group commits in flight keep the producer's batches full; librdkafka keeps their
+    /// order (idempotent producer), and the pipeline acknowledges them in order.
+    fn max_in_flight(&self) -> usize {
+        4
     }
 
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
@@ -212,19 +221,24 @@ type Delivered = (
     >,
 );
 
-impl KafkaSink {
-    fn delivered(&self, (finished, report): Delivered, started: Instant) -> Result<(), SinkError> {
-        self.metrics.kafka_in_flight.dec();
+fn delivered(
+    metrics: &Metrics,
+    topic: &str,
+    (finished, report): Delivered,
+    started: Instant,
+) -> Result<(), SinkError> {
+    {
+        metrics.kafka_in_flight.dec();
         match report {
             Ok(Ok(_)) => {
-                self.metrics
+                metrics
                     .kafka_delivery_seconds
                     .observe(started.elapsed().as_secs_f64());
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i64);
                 if finished > 0 && now > finished {
-                    self.metrics
+                    metrics
                         .result_delivery_lag_seconds
                         .observe((now - finished) as f64 / 1e9);
                 }
@@ -232,13 +246,12 @@ impl KafkaSink {
             }
             Ok(Err((e, _))) => {
                 let kind = error_kind(&e);
-                self.metrics
+                metrics
                     .kafka_errors
                     .with_label_values(&[kind.as_str()])
                     .inc();
                 Err(SinkError::Unavailable(format!(
-                    "Kafka did not take a record for topic {}: {e}",
-                    self.options.topic
+                    "Kafka did not take a record for topic {topic}: {e}"
                 )))
             }
             Err(_) => Err(SinkError::Unavailable(

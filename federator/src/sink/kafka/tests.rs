@@ -88,7 +88,7 @@ async fn a_write_returns_only_after_every_record_is_delivered() {
     cluster.create_topic("healthcheck-results", 3, 1).unwrap();
     let (mut sink, metrics, _) = sink(cluster.bootstrap_servers(), "healthcheck-results");
     sink.healthcheck().await.unwrap();
-    sink.write(&[results("a", 1..=500), results("b", 1..=500)])
+    sink.write(vec![results("a", 1..=500), results("b", 1..=500)])
         .await
         .unwrap();
     assert_eq!(metrics.kafka_in_flight.get(), 0);
@@ -110,11 +110,11 @@ async fn an_outage_holds_the_write_and_reports_not_ready_until_the_broker_is_bac
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("healthcheck-results", 1, 1).unwrap();
     let (mut sink, _, readiness) = sink(cluster.bootstrap_servers(), "healthcheck-results");
-    sink.write(&[results("a", 1..=10)]).await.unwrap();
+    sink.write(vec![results("a", 1..=10)]).await.unwrap();
 
     cluster.broker_down(1).unwrap();
-    let batch = [results("a", 11..=20)];
-    let mut write = sink.write(&batch);
+    let batch = vec![results("a", 11..=20)];
+    let mut write = sink.write(batch);
     // Not delivered while the broker is down, and /readyz says why.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !readiness.problems().contains_key(PART) {
