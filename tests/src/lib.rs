@@ -181,3 +181,17 @@ pub fn read_results(path: &Path) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// The value of the first sample of `name` (e.g. `vigil_results_acked_total`) whose labels
+/// contain `label_text`, in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str, label_text: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') && rest.contains(label_text))
+        })?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}

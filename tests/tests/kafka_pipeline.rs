@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use vigil_e2e::kafka::{Tansu, read_topic, seq_report};
 use vigil_e2e::proxy::CuttingProxy;
-use vigil_e2e::{Proc, bin, free_addr, wait_for};
+use vigil_e2e::{Proc, bin, free_addr, metric_value, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "healthcheck-results";
@@ -96,16 +96,8 @@ impl Federator {
             .text()
             .await
             .ok()?;
-        let counter = |name: &str| -> Option<u64> {
-            text.lines()
-                .find(|l| l.starts_with(name) && l.contains(AGENT))?
-                .rsplit(' ')
-                .next()?
-                .parse()
-                .ok()
-        };
-        let acked = counter("vigil_results_acked_total{")?;
-        Some(acked - counter("vigil_results_deduplicated_total{").unwrap_or(0))
+        let acked = metric_value(&text, "vigil_results_acked_total", AGENT)?;
+        Some(acked - metric_value(&text, "vigil_results_deduplicated_total", AGENT).unwrap_or(0))
     }
 
     /// Waits until the federator has acknowledged more than `n` results of the test agent.

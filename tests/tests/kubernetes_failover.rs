@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use vigil_e2e::proxy::CuttingProxy;
-use vigil_e2e::{Proc, bin, free_addr, read_results, wait_for};
+use vigil_e2e::{Proc, bin, free_addr, metric_value, read_results, wait_for};
 use vigil_kube_fake::FakeApiServer;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -85,12 +85,7 @@ async fn acked(client: &reqwest::Client, http: SocketAddr) -> Option<u64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find(|l| l.starts_with("vigil_results_acked_total{") && l.contains(AGENT))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
+    metric_value(&text, "vigil_results_acked_total", AGENT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

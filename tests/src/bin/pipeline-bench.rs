@@ -188,18 +188,10 @@ async fn create_topics(brokers: &str, topics: &[&str]) {
 /// Records per second a bare producer gets confirmed; same settings, key, headers and value
 /// size as the federator's Kafka sink.
 async fn bare_producer(brokers: &str, duration: Duration) -> f64 {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "0")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        .set("batch.num.messages", "100000")
-        .set("queue.buffering.max.messages", "500000")
-        .set("queue.buffering.max.kbytes", "524288")
-        .set("socket.nagle.disable", "true")
+    // The federator's own producer settings, so the two differ only in what surrounds them.
+    let producer: FutureProducer = vigil_federator::sink::kafka::KafkaOptions::new(brokers)
+        .client_config()
+        .expect("producer settings")
         .create()
         .expect("producer");
     let value = sample_value();
