@@ -29,6 +29,13 @@ RUN apt-get update \
     && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin vigil
 COPY --from=build /out/vigil-agent /out/vigil-federator /usr/local/bin/
+# A non-root process gets CAP_NET_RAW (raw ICMP for ping fallbacks and the deep check's TTL
+# probing) only from a file capability; the pod must also add NET_RAW to its bounding set.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libcap2-bin \
+    && setcap cap_net_raw+ep /usr/local/bin/vigil-agent \
+    && apt-get purge -y libcap2-bin && apt-get autoremove -y \
+    && rm -rf /var/lib/apt/lists/*
 USER 65532:65532
 # 9115: agent /metrics, /probe, /healthz. 8080: federator HTTP. 7443: federator gRPC.
 EXPOSE 9115 8080 7443

@@ -159,6 +159,32 @@ async fn health_checks_reach_agents_change_and_leave() {
         .unwrap();
     assert_eq!(next_assignment(&mut inbound).await, ["shop/web"]);
 
+    // An update (a new address) reaches the agent as a new Assignment with the new target.
+    let mut changed = health_check("web", "127.0.0.1:3");
+    changed["metadata"]["resourceVersion"] = server
+        .get("vigil.dev/v1alpha1", "healthchecks", "shop", "web")
+        .unwrap()["metadata"]["resourceVersion"]
+        .clone();
+    checks
+        .replace(
+            "web",
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(changed).unwrap(),
+        )
+        .await
+        .unwrap();
+    let target = loop {
+        let msg = tokio::time::timeout(WAIT, inbound.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(Msg::Assignment(a)) = msg.msg {
+            break a.checks[0].target.clone();
+        }
+    };
+    assert_eq!(target, "127.0.0.1:3");
+
     // The watch survives a 410 Gone: after compaction a new check still arrives.
     server.compact();
     server
@@ -319,9 +345,46 @@ async fn agents_on_missing_or_unready_nodes_get_nothing_and_problems_become_node
     let node = server.get("v1", "nodes", "", "node-1").unwrap();
     assert_eq!(condition(&node, "Ready").unwrap()["status"], "True");
 
+    // A kernel-log match becomes a Warning Event on the Node, like node-problem-detector's.
+    let oom = ProbeResult {
+        check_id: "node/kmsg".into(),
+        target: "oom-kill".into(),
+        seq: 2,
+        outcome: 2,
+        scope: "node".into(),
+        reason: "Out of memory: Killed process 4242 (java)".into(),
+        details: [
+            ("problem".to_owned(), "VigilOOMKilling".to_owned()),
+            ("event".to_owned(), "true".to_owned()),
+        ]
+        .into(),
+        start_unix_nanos: 1_795_000_000_000_000_001,
+        ..Default::default()
+    };
+    tx.send(batch_of(vec![oom])).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let event = loop {
+        if let Some(e) = server
+            .objects("v1", "events")
+            .into_iter()
+            .find(|e| e["reason"] == "VigilOOMKilling")
+        {
+            break e;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no node Event");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(event["involvedObject"]["kind"], "Node");
+    assert_eq!(event["involvedObject"]["name"], "node-1");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(
+        event["message"],
+        "Out of memory: Killed process 4242 (java)"
+    );
+
     // It clears when the diagnostic recovers.
     let ok = ProbeResult {
-        seq: 2,
+        seq: 3,
         outcome: 1,
         reason: String::new(),
         ..problem
