@@ -49,6 +49,10 @@ struct Inner {
     /// In Kubernetes mode, the cluster's Nodes: agents are placed on only when their node
     /// exists and is Ready, and NodeSelector matches the Node's labels. `None` elsewhere.
     nodes: Option<HashMap<String, NodeInfo>>,
+    /// Agents whose stream ended and that have not come back: (node, cluster, gone since, Unix
+    /// nanoseconds). Silence alerting reads it, so an agent that came and went between two of
+    /// its looks is not missed.
+    departed: HashMap<String, (String, String, i64)>,
     /// Checks removed recently, with when: their in-flight results are still accepted.
     retired: HashMap<String, std::time::Instant>,
 }
@@ -179,6 +183,7 @@ impl Hub {
             cluster,
             connected_unix_nanos: now_unix_nanos(),
         };
+        inner.departed.remove(&conn.info.agent_id);
         if let Some(old) = inner.agents.insert(conn.info.agent_id.clone(), conn) {
             tracing::info!(agent = %old.info.agent_id, "agent reconnected; closing its older stream");
             old.cancel.cancel();
@@ -188,6 +193,17 @@ impl Hub {
             .set(i64::try_from(inner.agents.len()).unwrap_or(i64::MAX));
         self.replan(&mut inner);
         (conn_id, cancel)
+    }
+
+    /// Agents whose stream ended and that have not reconnected: (agent id, node, cluster, gone
+    /// since in Unix nanoseconds).
+    pub fn departed_agents(&self) -> Vec<(String, String, String, i64)> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .departed
+            .iter()
+            .map(|(id, (node, cluster, at))| (id.clone(), node.clone(), cluster.clone(), *at))
+            .collect()
     }
 
     /// Ends every agent stream (this replica stopped leading); agents reconnect elsewhere.
@@ -206,7 +222,12 @@ impl Hub {
             .get(agent_id)
             .is_some_and(|c| c.conn_id == conn_id)
         {
-            inner.agents.remove(agent_id);
+            if let Some(conn) = inner.agents.remove(agent_id) {
+                inner.departed.insert(
+                    agent_id.to_owned(),
+                    (conn.info.node, conn.cluster, now_unix_nanos()),
+                );
+            }
             self.metrics
                 .agents_connected
                 .set(i64::try_from(inner.agents.len()).unwrap_or(i64::MAX));

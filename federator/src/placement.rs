@@ -48,7 +48,7 @@ pub fn place(checks: &[Placeable], agents: &[AgentInfo]) -> Plan {
         if check.placement == Placement::Isolated {
             plan.unplaced.insert(
                 id.clone(),
-                "placement Isolated runs as Jobs, which this mode does not create yet".into(),
+                "placement Isolated runs each run as a Kubernetes Job, only in run mode".into(),
             );
             continue;
         }

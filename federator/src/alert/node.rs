@@ -186,8 +186,22 @@ impl Silence {
     /// `now_unix_nanos`. An agent that left is silent once gone for longer than the grace
     /// period; it is resolved when it reconnects, or when another agent connects for the same
     /// node and cluster (a restarted agent without a spill directory comes back with a new id).
-    pub fn observe(&mut self, connected: &[AgentView], now_unix_nanos: i64) -> Vec<SilenceChange> {
+    pub fn observe(
+        &mut self,
+        connected: &[AgentView],
+        departed: &[(String, String, String, i64)],
+        now_unix_nanos: i64,
+    ) -> Vec<SilenceChange> {
         let mut changes = Vec::new();
+        // Agents that came and went between two looks are known from the hub's departures.
+        for (id, node, cluster, gone) in departed {
+            self.seen.entry(id.clone()).or_insert_with(|| Seen {
+                node: node.clone(),
+                cluster: cluster.clone(),
+                gone_since: Some(*gone),
+                alerted: false,
+            });
+        }
         let present: HashSet<&str> = connected.iter().map(|a| a.agent_id.as_str()).collect();
         let nodes: HashSet<(&str, &str)> = connected
             .iter()
@@ -257,49 +271,69 @@ mod tests {
         let mut s = Silence::new(Duration::from_secs(2));
         assert_eq!(s.poll_every(), Duration::from_millis(500));
         assert!(
-            s.observe(&[view("a1", "n1"), view("b1", "n2")], 0)
+            s.observe(&[view("a1", "n1"), view("b1", "n2")], &[], 0)
                 .is_empty()
         );
-        assert!(s.observe(&[view("b1", "n2")], S).is_empty(), "gone at 1s");
         assert!(
-            s.observe(&[view("b1", "n2")], 2 * S).is_empty(),
+            s.observe(&[view("b1", "n2")], &[], S).is_empty(),
+            "gone at 1s"
+        );
+        assert!(
+            s.observe(&[view("b1", "n2")], &[], 2 * S).is_empty(),
             "within grace"
         );
         let key = silent_key("a1", "n1", "prod");
         assert_eq!(
-            s.observe(&[view("b1", "n2")], 3 * S),
+            s.observe(&[view("b1", "n2")], &[], 3 * S),
             [SilenceChange::Fire {
                 key: key.clone(),
                 gone_unix_nanos: S
             }]
         );
         assert!(
-            s.observe(&[view("b1", "n2")], 4 * S).is_empty(),
+            s.observe(&[view("b1", "n2")], &[], 4 * S).is_empty(),
             "fires once"
         );
         assert_eq!(
-            s.observe(&[view("a1", "n1"), view("b1", "n2")], 5 * S),
+            s.observe(&[view("a1", "n1"), view("b1", "n2")], &[], 5 * S),
             [SilenceChange::Resolve { key }]
         );
-        assert!(s.observe(&[view("a1", "n1")], 6 * S).is_empty());
+        assert!(s.observe(&[view("a1", "n1")], &[], 6 * S).is_empty());
+    }
+
+    #[test]
+    fn an_agent_that_came_and_went_between_two_looks_is_not_missed() {
+        let mut s = Silence::new(Duration::from_secs(1));
+        let departed = [("a1".to_owned(), "n1".to_owned(), "prod".to_owned(), 0)];
+        assert!(
+            s.observe(&[], &departed, S / 2).is_empty(),
+            "within the grace period"
+        );
+        assert_eq!(
+            s.observe(&[], &departed, 2 * S),
+            [SilenceChange::Fire {
+                key: silent_key("a1", "n1", "prod"),
+                gone_unix_nanos: 0,
+            }]
+        );
     }
 
     #[test]
     fn a_new_agent_on_the_same_node_resolves_the_old_one() {
         let mut s = Silence::new(Duration::from_secs(1));
-        s.observe(&[view("a1", "n1")], 0);
-        s.observe(&[], S);
-        assert_eq!(s.observe(&[], 2 * S).len(), 1);
+        s.observe(&[view("a1", "n1")], &[], 0);
+        s.observe(&[], &[], S);
+        assert_eq!(s.observe(&[], &[], 2 * S).len(), 1);
         assert_eq!(
-            s.observe(&[view("a2", "n1")], 3 * S),
+            s.observe(&[view("a2", "n1")], &[], 3 * S),
             [SilenceChange::Resolve {
                 key: silent_key("a1", "n1", "prod")
             }]
         );
         // A quick restart under a new id never fires.
-        s.observe(&[], 4 * S);
-        assert!(s.observe(&[view("a3", "n1")], 4 * S + 1).is_empty());
-        assert!(s.observe(&[view("a3", "n1")], 10 * S).is_empty());
+        s.observe(&[], &[], 4 * S);
+        assert!(s.observe(&[view("a3", "n1")], &[], 4 * S + 1).is_empty());
+        assert!(s.observe(&[view("a3", "n1")], &[], 10 * S).is_empty());
     }
 
     #[test]

@@ -171,7 +171,11 @@ impl Table {
 
     /// Fires and resolves VigilAgentSilent from the agents connected now.
     fn check_silence(&mut self) {
-        let changes = self.silence.observe(&self.hub.agents(), now_unix_nanos());
+        let changes = self.silence.observe(
+            &self.hub.agents(),
+            &self.hub.departed_agents(),
+            now_unix_nanos(),
+        );
         let mut changed = Vec::new();
         for c in changes {
             match c {
