@@ -160,16 +160,15 @@ async fn health_checks_reach_agents_change_and_leave() {
     assert_eq!(next_assignment(&mut inbound).await, ["shop/web"]);
 
     // An update (a new address) reaches the agent as a new Assignment with the new target.
-    let mut changed = health_check("web", "127.0.0.1:3");
-    changed["metadata"]["resourceVersion"] = server
-        .get("vigil.dev/v1alpha1", "healthchecks", "shop", "web")
-        .unwrap()["metadata"]["resourceVersion"]
-        .clone();
+    // A merge patch: the status writer may have changed the object meanwhile (a replace
+    // with the resourceVersion read before would rightly get 409 Conflict).
     checks
-        .replace(
+        .patch(
             "web",
-            &kube::api::PostParams::default(),
-            &serde_json::from_value(changed).unwrap(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"probe": {"tcp": {"address": "127.0.0.1:3"}}}}),
+            ),
         )
         .await
         .unwrap();
