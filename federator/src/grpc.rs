@@ -103,6 +103,20 @@ impl FederatorService {
         self
     }
 
+    /// `UNAVAILABLE` while this replica is a standby: agents and claimers go to the leader.
+    fn refuse_if_standby(&self) -> Result<(), Status> {
+        if self.leader.as_ref().is_some_and(|l| !*l.borrow()) {
+            return Err(self.reject(
+                "standby",
+                Status::unavailable(
+                    "this federator replica is a standby (another holds the Lease); reconnect \
+                     through the federator Service, which routes to the ready leader",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn ledger(&self, agent_id: &str, acked: u64) -> Arc<Ledger> {
         let mut ledgers = self.ledgers.lock().unwrap();
         let ledger = ledgers
@@ -250,15 +264,7 @@ impl Federator for FederatorService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ConnectStream>, Status> {
-        if self.leader.as_ref().is_some_and(|l| !*l.borrow()) {
-            return Err(self.reject(
-                "standby",
-                Status::unavailable(
-                    "this federator replica is a standby (another holds the Lease); reconnect \
-                     through the federator Service, which routes to the ready leader",
-                ),
-            ));
-        }
+        self.refuse_if_standby()?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -395,11 +401,7 @@ impl Federator for FederatorService {
         &self,
         request: Request<vigil_proto::ClaimDeepCheckRequest>,
     ) -> Result<Response<vigil_proto::ClaimDeepCheckResponse>, Status> {
-        if self.leader.as_ref().is_some_and(|l| !*l.borrow()) {
-            return Err(Status::unavailable(
-                "this federator replica is a standby; claim through the federator Service",
-            ));
-        }
+        self.refuse_if_standby()?;
         crate::deep_check::serve_claim(&self.deep_checks, &self.hub, &self.state, request.get_ref())
             .map(Response::new)
             .map_err(Status::from)

@@ -1,7 +1,7 @@
 //! The connected agents and the checks they run: placement is recomputed whenever either
 //! changes, and each agent whose list changed gets a new Assignment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -41,6 +41,8 @@ struct Conn {
 #[derive(Default)]
 struct Inner {
     checks: Vec<CheckDef>,
+    /// The ids of `checks`, for the per-batch lookup on the result path.
+    ids: HashSet<String>,
     load_errors: Vec<LoadError>,
     agents: HashMap<String, Conn>,
     plan: Plan,
@@ -144,18 +146,15 @@ impl Hub {
             .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
         let mut inner = self.inner.lock().unwrap();
         let now = std::time::Instant::now();
-        let removed: Vec<String> = inner
-            .checks
-            .iter()
-            .filter(|old| !defs.iter().any(|d| d.spec.id == old.spec.id))
-            .map(|old| old.spec.id.clone())
-            .collect();
+        let ids: HashSet<String> = defs.iter().map(|d| d.spec.id.clone()).collect();
+        let removed: Vec<String> = inner.ids.difference(&ids).cloned().collect();
         for id in removed {
             inner.retired.insert(id, now);
         }
-        inner.retired.retain(|id, at| {
-            now.duration_since(*at) < RETIRED_GRACE && !defs.iter().any(|d| &d.spec.id == id)
-        });
+        inner
+            .retired
+            .retain(|id, at| now.duration_since(*at) < RETIRED_GRACE && !ids.contains(id));
+        inner.ids = ids;
         inner.checks = defs;
         inner.load_errors = errors;
         self.replan(&mut inner);
@@ -244,7 +243,7 @@ impl Hub {
             if id == last_ok || crate::state::is_agent_owned(id) {
                 continue;
             }
-            if inner.checks.iter().any(|d| d.spec.id == id) || inner.retired.contains_key(id) {
+            if inner.ids.contains(id) || inner.retired.contains_key(id) {
                 last_ok = id;
                 continue;
             }
