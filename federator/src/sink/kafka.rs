@@ -270,17 +270,34 @@ fn topic_exists(
         .client()
         .fetch_metadata(Some(topic), Timeout::After(timeout))
         .map_err(|e| SinkError::Unavailable(format!("cannot reach the Kafka brokers: {e}")))?;
-    match metadata.topics().iter().find(|t| t.name() == topic) {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-        Some(t) => Err(SinkError::Unavailable(format!(
-            "topic {topic}: {}",
-            t.error()
-                .map(|e| format!("{:?}", RDKafkaErrorCode::from(e)))
-                .unwrap_or_else(|| "no partitions".to_owned())
+    match topic_state(&metadata, topic) {
+        TopicState::Ready => Ok(()),
+        TopicState::Failed(code) => Err(SinkError::Unavailable(format!("topic {topic}: {code:?}"))),
+        TopicState::NoPartitions => Err(SinkError::Unavailable(format!(
+            "topic {topic}: no partitions"
         ))),
-        None => Err(SinkError::Unavailable(format!(
+        TopicState::Missing => Err(SinkError::Unavailable(format!(
             "topic {topic} does not exist"
         ))),
+    }
+}
+
+/// What broker metadata says of a topic.
+enum TopicState {
+    Ready,
+    Missing,
+    NoPartitions,
+    Failed(RDKafkaErrorCode),
+}
+
+fn topic_state(metadata: &rdkafka::metadata::Metadata, topic: &str) -> TopicState {
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        None => TopicState::Missing,
+        Some(t) => match t.error() {
+            Some(e) => TopicState::Failed(RDKafkaErrorCode::from(e)),
+            None if t.partitions().is_empty() => TopicState::NoPartitions,
+            None => TopicState::Ready,
+        },
     }
 }
 
@@ -353,10 +370,9 @@ async fn try_ensure_topic(options: &KafkaOptions) -> Result<bool, String> {
             options.brokers, timeout
         )
     })?;
-    let existing = metadata.topics().iter().find(|t| t.name() == options.topic);
-    match existing.and_then(|t| t.error().map(RDKafkaErrorCode::from)) {
-        None if existing.is_some_and(|t| !t.partitions().is_empty()) => return Ok(false),
-        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+    match topic_state(&metadata, &options.topic) {
+        TopicState::Ready => return Ok(false),
+        TopicState::Failed(RDKafkaErrorCode::TopicAuthorizationFailed) => {
             return Err(format!(
                 "not authorized to use topic {}: grant this client Describe and Write on it",
                 options.topic
