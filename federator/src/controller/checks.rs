@@ -25,6 +25,8 @@ pub struct Entry {
     pub generation: Option<i64>,
     /// The parsed, valid check, or every problem (each naming its field).
     pub verdict: Result<HealthCheck, Vec<String>>,
+    /// What a valid check probes, for display (`status.target`), worked out once per change.
+    pub target: String,
 }
 
 impl Entry {
@@ -99,11 +101,16 @@ pub fn entry(object: &DynamicObject) -> Entry {
                 Err(problems.iter().map(ToString::to_string).collect())
             }
         });
+    let target = verdict
+        .as_ref()
+        .map(|check| crate::spec::check_spec(check).target)
+        .unwrap_or_default();
     Entry {
         namespace,
         name,
         generation: object.metadata.generation,
         verdict,
+        target,
     }
 }
 

@@ -133,7 +133,7 @@ pub async fn run(
                         Run {
                             check_id: id,
                             namespace: entry.namespace.clone(),
-                            target: crate::spec::check_spec(check).target,
+                            target: entry.target.clone(),
                             give_up_at: now + deadline + options.report_grace,
                         },
                     );

@@ -207,7 +207,6 @@ pub fn desired(
         }
         Ok(check) => check,
     };
-    let spec = crate::spec::check_spec(check);
     let (agents, not_running) = hub.placement_of(&id);
     let targets = state.targets(&id);
     let failing = targets
@@ -277,7 +276,7 @@ pub fn desired(
     HealthCheckStatus {
         observed_generation: generation,
         probe: check.spec.probe.kind(),
-        target: Some(spec.target.clone()),
+        target: Some(e.target.clone()),
         state: Some(match health {
             Health::Healthy => CheckState::Healthy,
             Health::Failing => CheckState::Failing,
