@@ -64,6 +64,7 @@ pub async fn run(
     let batch = ResultBatch {
         results: vec![result],
         agent_id: identity.agent_id.clone(),
+        batch_seq: 0,
     };
     let attempts = 5;
     let mut last = String::new();

@@ -57,6 +57,8 @@ pub struct Config {
     pub agent_silent_after: Duration,
     /// Deep-check findings, quoted in the description of the check's alert.
     pub deep_checks: Arc<crate::deep_check::DeepChecks>,
+    /// Forwarding clusters: one gone silent fires VigilClusterSilent.
+    pub federation: Option<Arc<crate::federation::Federation>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 use crate::record::ResultRecord;
 use crate::state::{Health, State, TargetState, aggregate};
 
+mod fleet;
+
 /// Named reasons the federator is not ready; empty = ready.
 #[derive(Default)]
 pub struct Readiness {
@@ -43,6 +45,10 @@ pub struct Api {
     pub readiness: Arc<Readiness>,
     /// Deep-check findings, shown with each check.
     pub deep_checks: Arc<crate::deep_check::DeepChecks>,
+    /// Clusters that forward to this federator.
+    pub federation: Arc<crate::federation::Federation>,
+    /// This federator's own cluster name (`--cluster`).
+    pub cluster: String,
 }
 
 pub fn router(api: Api) -> Router {
@@ -54,6 +60,11 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/checks", get(checks))
         .route("/api/v1/results", get(results))
         .route("/api/v1/agents", get(agents))
+        .route("/api/v1/clusters", get(fleet::clusters))
+        .route("/api/v1/matrix", get(fleet::matrix))
+        .route("/api/v1/checks/{namespace}/{name}", get(fleet::check))
+        .route("/api/v1/nodes", get(fleet::nodes))
+        .route("/api/v1/nodes/{cluster}/{node}", get(fleet::node))
         .with_state(api)
 }
 

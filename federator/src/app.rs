@@ -51,6 +51,21 @@ pub struct Options {
     /// A deep-check claim without a report is released after this (`--deep-check-lease`).
     /// Default 2m.
     pub deep_check_lease: Duration,
+    /// Forward every result and the cluster's picture to a global federator (`--upstream`).
+    pub upstream: Option<crate::upstream::UpstreamOptions>,
+    /// A forwarding cluster heard nothing from this long is silent (`--cluster-silent-after`).
+    pub cluster_silent_after: Duration,
+    /// TLS on the gRPC listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub tls: Option<ServerTls>,
+}
+
+/// The gRPC listener's certificate, and the CA whose client certificates name clusters.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients may present a certificate from this CA; a cluster link's names its cluster.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +90,21 @@ pub enum StartError {
     Grpc(#[source] tonic::transport::Error),
     #[error(transparent)]
     Alerts(#[from] crate::alert::AlertError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("{flag} {path}: {source}")]
+    TlsFile {
+        flag: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the gRPC listener's TLS settings: {0}; check --tls-cert, --tls-key and --tls-client-ca"
+    )]
+    Tls(#[source] tonic::transport::Error),
+    #[error("--cluster-silent-after must be more than zero; write it like 1m")]
+    ClusterSilentAfter,
 }
 
 /// A started federator: where it listens, and its task (which ends after `cancel` and draining).
@@ -126,10 +156,28 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
             cancel.clone(),
         ));
     }
+    let sink_stop = CancellationToken::new();
+    if let Some(upstream) = &opts.upstream {
+        sinks.push(Box::new(crate::upstream::start(
+            upstream.clone(),
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+            &tracker,
+            sink_stop.clone(),
+            opts.shutdown_grace,
+        )?));
+    }
     if sinks.is_empty() {
         return Err(StartError::NoSink);
     }
-    let sink_stop = CancellationToken::new();
+    if opts.cluster_silent_after.is_zero() {
+        return Err(StartError::ClusterSilentAfter);
+    }
+    let federation = Arc::new(crate::federation::Federation::new(
+        opts.cluster_silent_after,
+        Arc::clone(&metrics),
+    ));
+    let tls = opts.tls.as_ref().map(server_tls).transpose()?;
     let pipeline = Pipeline::start(
         sinks,
         Arc::clone(&metrics),
@@ -152,7 +200,9 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
         Arc::clone(&metrics),
         opts.cluster.clone(),
     )
-    .with_deep_checks(Arc::clone(&deep_checks));
+    .with_deep_checks(Arc::clone(&deep_checks))
+    .with_federation(Arc::clone(&federation));
+    tracker.spawn(export_clusters(Arc::clone(&federation), cancel.clone()));
     let service = match &leader {
         Some(leader) => {
             tracker.spawn(follow_leadership(
@@ -177,6 +227,7 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
             external_url,
             agent_silent_after: opts.agent_silent_after,
             deep_checks: Arc::clone(&deep_checks),
+            federation: Some(Arc::clone(&federation)),
         };
         service.with_alerts(crate::alert::Notifier::start(
             config,
@@ -199,8 +250,12 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
         );
     }
     let grpc_stop = cancel.clone();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).map_err(StartError::Tls)?;
+    }
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(
@@ -226,6 +281,8 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
         metrics,
         readiness,
         deep_checks,
+        federation,
+        cluster: opts.cluster.clone(),
     });
     let http_stop = cancel.clone();
     tracker.spawn(async move {
@@ -301,6 +358,45 @@ async fn shutdown(
     }
     tracing::info!("federator stopped");
     Ok(())
+}
+
+/// The listener's TLS: its certificate, and (optionally) the CA of clients' certificates.
+/// Client certificates stay optional, so agents can connect without one; a cluster link without
+/// one is refused unless it comes from loopback.
+fn server_tls(t: &ServerTls) -> Result<tonic::transport::ServerTlsConfig, StartError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |flag: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| StartError::TlsFile {
+            flag,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("--tls-cert", &t.cert)?,
+        read("--tls-key", &t.key)?,
+    ));
+    if let Some(ca) = &t.client_ca {
+        config = config
+            .client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(config)
+}
+
+/// Keeps `vigil_cluster_up` current while nothing arrives from a cluster.
+async fn export_clusters(
+    federation: Arc<crate::federation::Federation>,
+    cancel: CancellationToken,
+) {
+    let every =
+        (federation.silent_after() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => federation.export(),
+        }
+    }
 }
 
 async fn bind(

@@ -20,6 +20,8 @@ use crate::pipeline::{Durable, Pipeline};
 use crate::placement::AgentInfo;
 use crate::state::{Health, State};
 
+mod link;
+
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches awaiting durability per stream before reading from it pauses (flow control).
@@ -62,6 +64,8 @@ pub struct FederatorService {
     leader: Option<tokio::sync::watch::Receiver<bool>>,
     /// Claims and findings of deep checks (`ClaimDeepCheck`, `ReportDeepCheck`).
     deep_checks: Arc<crate::deep_check::DeepChecks>,
+    /// Clusters that forward to this federator (links with the `federator/v1` capability).
+    federation: Arc<crate::federation::Federation>,
 }
 
 impl FederatorService {
@@ -76,13 +80,23 @@ impl FederatorService {
             hub,
             state,
             pipeline,
-            metrics,
             ledgers: Arc::default(),
             cluster,
             alerts: None,
             leader: None,
             deep_checks: Arc::default(),
+            federation: Arc::new(crate::federation::Federation::new(
+                Duration::from_secs(60),
+                Arc::clone(&metrics),
+            )),
+            metrics,
         }
+    }
+
+    /// Keeps forwarding clusters in `federation` (shared with the API and alerts).
+    pub fn with_federation(mut self, federation: Arc<crate::federation::Federation>) -> Self {
+        self.federation = federation;
+        self
     }
 
     /// Serves deep-check claims and reports from `store` (shared with the API and alerts).
@@ -123,6 +137,36 @@ impl FederatorService {
             .entry(agent_id.to_owned())
             .or_insert_with(|| Arc::new(Ledger::new(acked)));
         Arc::clone(ledger)
+    }
+
+    /// The dedup ledger of a stream that says it has `last_acked` acknowledged: a restarted
+    /// federator learns the position from it; a peer that starts again at 1 is a new incarnation.
+    async fn open_ledger(&self, id: &str, last_acked: u64) -> Arc<Ledger> {
+        let mut ledger = self.ledger(id, last_acked);
+        let taken_before = {
+            let mut submitted = ledger.submitted.lock().await;
+            if last_acked == 0 && *submitted > 0 {
+                Some(*submitted)
+            } else {
+                // A restarted federator learns the agent's acknowledged position from Hello.
+                *submitted = (*submitted).max(last_acked);
+                ledger.mark_durable(last_acked);
+                None
+            }
+        };
+        if let Some(taken) = taken_before {
+            // Nothing acknowledged, yet results of this id were taken: a new incarnation of the
+            // agent (a fixed --agent-id without a spill directory starts again at seq 1), whose
+            // results are new, not duplicates. The one case this gets wrong, an agent whose very
+            // first Ack was lost, writes some results twice with the same (agent, seq).
+            tracing::info!(agent = %id, previous_seq = taken, "agent restarted its seq at 1 (new incarnation); starting a new dedup ledger for it");
+            ledger = Arc::new(Ledger::new(0));
+            self.ledgers
+                .lock()
+                .unwrap()
+                .insert(id.to_owned(), Arc::clone(&ledger));
+        }
+        ledger
     }
 
     fn reject(&self, reason: &'static str, status: Status) -> Status {
@@ -265,6 +309,7 @@ impl Federator for FederatorService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ConnectStream>, Status> {
         self.refuse_if_standby()?;
+        let peer = link::peer_of(&request);
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -279,36 +324,22 @@ impl Federator for FederatorService {
             }
         };
         validate_hello(&hello).map_err(|s| self.reject("bad_hello", s))?;
+        if hello
+            .capabilities
+            .iter()
+            .any(|c| c == crate::federation::CAPABILITY)
+        {
+            return self.connect_cluster(hello, inbound, &peer).await;
+        }
         let cluster = if hello.cluster.is_empty() {
             self.cluster.clone()
         } else {
             hello.cluster.clone()
         };
         let (tx, rx) = mpsc::channel(ACKS_IN_FLIGHT + 8);
-        let mut ledger = self.ledger(&hello.agent_id, hello.last_acked_seq);
-        let taken_before = {
-            let mut submitted = ledger.submitted.lock().await;
-            if hello.last_acked_seq == 0 && *submitted > 0 {
-                Some(*submitted)
-            } else {
-                // A restarted federator learns the agent's acknowledged position from Hello.
-                *submitted = (*submitted).max(hello.last_acked_seq);
-                ledger.mark_durable(hello.last_acked_seq);
-                None
-            }
-        };
-        if let Some(taken) = taken_before {
-            // Nothing acknowledged, yet results of this id were taken: a new incarnation of the
-            // agent (a fixed --agent-id without a spill directory starts again at seq 1), whose
-            // results are new, not duplicates. The one case this gets wrong, an agent whose very
-            // first Ack was lost, writes some results twice with the same (agent, seq).
-            tracing::info!(agent = %hello.agent_id, previous_seq = taken, "agent restarted its seq at 1 (new incarnation); starting a new dedup ledger for it");
-            ledger = Arc::new(Ledger::new(0));
-            self.ledgers
-                .lock()
-                .unwrap()
-                .insert(hello.agent_id.clone(), Arc::clone(&ledger));
-        }
+        let ledger = self
+            .open_ledger(&hello.agent_id, hello.last_acked_seq)
+            .await;
         let info = AgentInfo {
             agent_id: hello.agent_id.clone(),
             node: hello.node.clone(),
@@ -337,6 +368,18 @@ impl Federator for FederatorService {
                     Ok(Some(AgentMessage {
                         msg: Some(agent_message::Msg::Results(b)),
                     })) => b,
+                    Ok(Some(AgentMessage {
+                        msg: Some(agent_message::Msg::ClusterState(_)),
+                    })) => {
+                        break Some(svc.reject(
+                            "not_a_cluster_link",
+                            Status::invalid_argument(format!(
+                                "ClusterState is only taken on a cluster link (Hello capability \
+                                 {:?}); this stream said it is an agent",
+                                crate::federation::CAPABILITY
+                            )),
+                        ));
+                    }
                     Ok(Some(AgentMessage {
                         msg: Some(agent_message::Msg::Hello(_)),
                     })) => {

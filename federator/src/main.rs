@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use vigil_agent::runtime;
 use vigil_federator::app;
 use vigil_federator::sink::kafka;
+use vigil_federator::upstream;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -130,6 +131,62 @@ struct Common {
     /// so another deep-check pod can take the failing check.
     #[arg(long, env = "VIGIL_DEEP_CHECK_LEASE", default_value = "2m", value_parser = duration)]
     deep_check_lease: Duration,
+    #[command(flatten)]
+    federation: FederationArgs,
+}
+
+/// Multi-cluster flags: forwarding to a global federator, and being one.
+#[derive(Args, Debug)]
+struct FederationArgs {
+    /// Forward every result and this cluster's checks and agents to a global federator at this
+    /// gRPC URL (http:// only to a loopback address; https:// with --upstream-cert/-key).
+    /// Needs --cluster.
+    #[arg(long, value_name = "URL", env = "VIGIL_UPSTREAM")]
+    upstream: Option<String>,
+    /// PEM CA bundle the upstream's server certificate must chain to.
+    #[arg(long, value_name = "FILE", env = "VIGIL_UPSTREAM_CA")]
+    upstream_ca: Option<PathBuf>,
+    /// PEM client certificate naming this cluster (subject CN), presented to the upstream.
+    #[arg(long, value_name = "FILE", env = "VIGIL_UPSTREAM_CERT")]
+    upstream_cert: Option<PathBuf>,
+    /// PEM private key of --upstream-cert.
+    #[arg(long, value_name = "FILE", env = "VIGIL_UPSTREAM_KEY")]
+    upstream_key: Option<PathBuf>,
+    /// Results kept for the upstream until it acknowledges them; beyond, the oldest are
+    /// dropped and counted in vigil_upstream_results_total{result="dropped"}.
+    #[arg(long, env = "VIGIL_UPSTREAM_BUFFER", default_value_t = 1_000_000)]
+    upstream_buffer: usize,
+    /// How often this cluster's picture is sent upstream when nothing changes.
+    #[arg(long, env = "VIGIL_UPSTREAM_HEARTBEAT", default_value = "10s", value_parser = duration)]
+    upstream_heartbeat: Duration,
+    /// A forwarding cluster heard nothing from for this long is silent: shown Unknown, and
+    /// VigilClusterSilent fires.
+    #[arg(long, env = "VIGIL_CLUSTER_SILENT_AFTER", default_value = "1m", value_parser = duration)]
+    cluster_silent_after: Duration,
+    /// PEM certificate of the gRPC listener (turns TLS on).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VIGIL_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VIGIL_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// PEM CA of client certificates: a cluster link's certificate names its cluster.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VIGIL_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// Kafka sink flags (all optional; without --kafka-brokers no Kafka is used).
@@ -195,7 +252,6 @@ fn options(checks: PathBuf, c: Common, embedded_agent: bool) -> app::Options {
         results: (!c.no_results_file).then_some(results),
         kafka: c.kafka.options(),
         kubernetes: None,
-        cluster: c.cluster,
         embedded_agent,
         node: c.node.unwrap_or_else(runtime::hostname),
         shutdown_grace: c.shutdown_grace,
@@ -204,6 +260,28 @@ fn options(checks: PathBuf, c: Common, embedded_agent: bool) -> app::Options {
         external_url: c.external_url,
         agent_silent_after: c.agent_silent_after,
         deep_check_lease: c.deep_check_lease,
+        upstream: c.federation.upstream.map(|url| upstream::UpstreamOptions {
+            url,
+            cluster: c.cluster.clone(),
+            node: runtime::hostname(),
+            buffer_results: c.federation.upstream_buffer,
+            heartbeat: c.federation.upstream_heartbeat,
+            tls: upstream::UpstreamTls {
+                ca: c.federation.upstream_ca,
+                cert: c.federation.upstream_cert,
+                key: c.federation.upstream_key,
+            },
+        }),
+        cluster_silent_after: c.federation.cluster_silent_after,
+        tls: match (c.federation.tls_cert, c.federation.tls_key) {
+            (Some(cert), Some(key)) => Some(app::ServerTls {
+                cert,
+                key,
+                client_ca: c.federation.tls_client_ca,
+            }),
+            _ => None,
+        },
+        cluster: c.cluster,
     }
 }
 

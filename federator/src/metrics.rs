@@ -1,8 +1,8 @@
 //! The federator's Prometheus metrics, in one registry served at `/metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -28,6 +28,15 @@ pub struct Metrics {
     pub kafka_in_flight: IntGauge,
     pub kafka_delivery_seconds: Histogram,
     pub result_delivery_lag_seconds: Histogram,
+    /// Global federator: 1 while a forwarding cluster's link is up and not silent.
+    pub cluster_up: IntGaugeVec,
+    pub cluster_last_seen: GaugeVec,
+    /// Cluster federator (`--upstream`): the link, what waits for the upstream's Ack, and what
+    /// happened to forwarded results.
+    pub upstream_connected: IntGaugeVec,
+    pub upstream_buffered: IntGaugeVec,
+    pub upstream_results: IntCounterVec,
+    pub upstream_ack_seconds: Histogram,
 }
 
 impl Metrics {
@@ -128,7 +137,57 @@ impl Metrics {
         registry
             .register(Box::new(sink_queue_depth.clone()))
             .expect("unique metric");
+        let cluster_up = IntGaugeVec::new(
+            Opts::new(
+                "vigil_cluster_up",
+                "Global federator: 1 while a forwarding cluster's link is up and the cluster is not silent, else 0.",
+            ),
+            &["cluster"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cluster_up.clone()))
+            .expect("unique metric");
+        let cluster_last_seen = GaugeVec::new(
+            Opts::new(
+                "vigil_cluster_last_seen_seconds",
+                "Global federator: when anything last arrived from a forwarding cluster (Unix seconds).",
+            ),
+            &["cluster"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(cluster_last_seen.clone()))
+            .expect("unique metric");
+        let upstream_gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["upstream"]).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let upstream_connected = upstream_gauge(
+            "vigil_upstream_connected",
+            "Cluster federator: 1 while the link to the upstream (global) federator is open.",
+        );
+        let upstream_buffered = upstream_gauge(
+            "vigil_upstream_buffered_results",
+            "Cluster federator: results kept for the upstream federator until it acknowledges them.",
+        );
         Self {
+            cluster_up,
+            cluster_last_seen,
+            upstream_connected,
+            upstream_buffered,
+            upstream_results: counter(
+                "vigil_upstream_results_total",
+                "Cluster federator: results forwarded upstream, by what happened (buffered, acked, dropped when the buffer was full).",
+                &["result"],
+            ),
+            upstream_ack_seconds: histogram(
+                "vigil_upstream_ack_seconds",
+                "Cluster federator: from a result entering the upstream buffer to the upstream's Ack.",
+            ),
             leader: gauge(
                 "vigil_federator_leader",
                 "1 while this replica holds the Lease (or runs without leader election), else 0.",

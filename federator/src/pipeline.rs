@@ -23,12 +23,17 @@ use crate::sink::Sink;
 
 /// Batches waiting per sink before submitters wait.
 const QUEUE_BATCHES: usize = 256;
+/// Results taken and not yet written by every sink before submitters wait: the memory bound
+/// when batches are large (a cluster link's hold thousands), where `QUEUE_BATCHES` is not one.
+const QUEUE_RESULTS: usize = 100_000;
 /// Results one group commit takes at most.
 const GROUP_RESULTS: usize = 20_000;
 
 struct Job {
     batch: Arc<Vec<ProbeResult>>,
     done: oneshot::Sender<()>,
+    /// Its results' room in `QUEUE_RESULTS`, given back when every sink is done with it.
+    _room: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Completes when every sink has durably written the batch; fails only if the federator stops.
@@ -41,6 +46,7 @@ pub struct Stopped;
 #[derive(Clone)]
 pub struct Pipeline {
     queues: Arc<Vec<mpsc::Sender<Job>>>,
+    room: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pipeline {
@@ -69,11 +75,17 @@ impl Pipeline {
             .collect();
         Self {
             queues: Arc::new(queues),
+            room: Arc::new(tokio::sync::Semaphore::new(QUEUE_RESULTS)),
         }
     }
 
     /// Queues a batch on every sink (waiting for room) and returns when it will be durable.
     pub async fn submit(&self, batch: Arc<Vec<ProbeResult>>) -> Durable {
+        let wanted = u32::try_from(batch.len().clamp(1, QUEUE_RESULTS)).unwrap_or(u32::MAX);
+        let Ok(room) = Arc::clone(&self.room).acquire_many_owned(wanted).await else {
+            return async { Err(Stopped) }.boxed();
+        };
+        let room = Arc::new(room);
         let mut waits = Vec::with_capacity(self.queues.len());
         for queue in self.queues.iter() {
             let (done, wait) = oneshot::channel();
@@ -81,6 +93,7 @@ impl Pipeline {
                 .send(Job {
                     batch: Arc::clone(&batch),
                     done,
+                    _room: Arc::clone(&room),
                 })
                 .await
                 .is_err()
@@ -234,6 +247,38 @@ mod tests {
         fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
             async { Ok(()) }.boxed()
         }
+    }
+
+    #[tokio::test]
+    async fn large_batches_wait_for_room_in_results_not_batches() {
+        let fail = Arc::new(AtomicUsize::new(usize::MAX));
+        let pipeline = Pipeline::start(
+            vec![Box::new(Flaky {
+                fail: Arc::clone(&fail),
+                written: Arc::default(),
+            })],
+            Arc::new(Metrics::new()),
+            Arc::new(Readiness::default()),
+            &TaskTracker::new(),
+            CancellationToken::new(),
+        );
+        let big = || Arc::new(vec![ProbeResult::default(); QUEUE_RESULTS * 2 / 3]);
+        // The sink fails every write, so the first batch holds its room.
+        let first = pipeline.submit(big()).await;
+        assert!(
+            pipeline.submit(big()).now_or_never().is_none(),
+            "a second batch over the bound waits, though the queue has room for 255 batches"
+        );
+        assert!(
+            pipeline
+                .submit(Arc::new(vec![ProbeResult::default(); 10]))
+                .now_or_never()
+                .is_some(),
+            "a small batch still fits"
+        );
+        fail.store(0, Ordering::SeqCst);
+        first.await.unwrap();
+        let _second = pipeline.submit(big()).await;
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! Live check state: per (cluster, check, target, node-scope) health with consecutive counts,
 //! and a bounded history of recent results per check.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -38,6 +39,50 @@ pub struct StateKey {
     pub node: String,
 }
 
+/// A [`StateKey`] as borrowed parts (cluster, check, target, node), so that applying a result
+/// finds its target without building a key; ordered exactly as `StateKey`'s derived `Ord`.
+trait KeyParts {
+    fn parts(&self) -> (&str, &str, &str, &str);
+}
+
+impl KeyParts for StateKey {
+    fn parts(&self) -> (&str, &str, &str, &str) {
+        (&self.cluster, &self.check, &self.target, &self.node)
+    }
+}
+
+impl KeyParts for (&str, &str, &str, &str) {
+    fn parts(&self) -> (&str, &str, &str, &str) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn KeyParts + 'a> for StateKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
+impl PartialOrd for dyn KeyParts + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn KeyParts + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetState {
     #[serde(flatten)]
@@ -50,7 +95,62 @@ pub struct TargetState {
     /// Start of the first failed run in the current run of failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failing_since_unix_nanos: Option<i64>,
-    pub last: ResultRecord,
+    /// Shared with the check's history: one record per result.
+    #[serde(serialize_with = "serialize_record")]
+    pub last: Arc<ResultRecord>,
+}
+
+fn serialize_record<S: serde::Serializer>(
+    record: &Arc<ResultRecord>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    record.as_ref().serialize(serializer)
+}
+
+impl TargetState {
+    /// Folds in a result (not older than the last one) and returns the new health if it
+    /// changed.
+    fn observe(
+        &mut self,
+        record: Arc<ResultRecord>,
+        ok: bool,
+        now: i64,
+        rules: &CheckRules,
+    ) -> Option<Health> {
+        self.last = record;
+        if ok {
+            self.consecutive_successes += 1;
+            self.consecutive_failures = 0;
+        } else {
+            if self.consecutive_failures == 0 {
+                self.failing_since_unix_nanos = Some(now);
+            }
+            self.consecutive_failures += 1;
+            self.consecutive_successes = 0;
+        }
+        let next = match self.state {
+            Health::Failing | Health::Unknown
+                if self.consecutive_successes >= rules.success_threshold =>
+            {
+                Health::Healthy
+            }
+            Health::Healthy | Health::Unknown
+                if self.consecutive_failures >= rules.failure_threshold =>
+            {
+                Health::Failing
+            }
+            same => same,
+        };
+        if ok && next == Health::Healthy {
+            self.failing_since_unix_nanos = None;
+        }
+        if next == self.state {
+            return None;
+        }
+        self.state = next;
+        self.since_unix_nanos = now;
+        Some(next)
+    }
 }
 
 /// A change of health, for alerting and status.
@@ -79,13 +179,64 @@ pub const AGENT_OWNED_RULES: CheckRules = CheckRules {
     node_scoped: true,
 };
 
+/// How many targets of a check are in each health, in one cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub healthy: u32,
+    pub failing: u32,
+    pub unknown: u32,
+}
+
+impl Counts {
+    pub fn total(&self) -> u32 {
+        self.healthy + self.failing + self.unknown
+    }
+
+    /// The worst health: Failing if any target fails, Healthy if all are, else Unknown.
+    pub fn health(&self) -> Health {
+        if self.failing > 0 {
+            Health::Failing
+        } else if self.healthy > 0 && self.unknown == 0 {
+            Health::Healthy
+        } else {
+            Health::Unknown
+        }
+    }
+
+    pub(crate) fn slot(&mut self, health: Health) -> &mut u32 {
+        match health {
+            Health::Healthy => &mut self.healthy,
+            Health::Failing => &mut self.failing,
+            Health::Unknown => &mut self.unknown,
+        }
+    }
+
+    pub fn add(&mut self, other: Counts) {
+        self.healthy += other.healthy;
+        self.failing += other.failing;
+        self.unknown += other.unknown;
+    }
+}
+
+/// One check's target counts per cluster, read without copying its targets.
+#[derive(Clone, Debug)]
+pub struct CheckSummary {
+    pub id: String,
+    pub agent_owned: bool,
+    pub node_scoped: bool,
+    /// Sorted by cluster.
+    pub clusters: Vec<(String, Counts)>,
+}
+
 #[derive(Default)]
 struct CheckEntry {
     rules: Option<CheckRules>,
     /// Created by a `node/` result rather than by a HealthCheck.
     agent_owned: bool,
     targets: BTreeMap<StateKey, TargetState>,
-    history: VecDeque<ResultRecord>,
+    /// Per cluster, how many of `targets` are in each health (kept on every change).
+    counts: BTreeMap<String, Counts>,
+    history: VecDeque<Arc<ResultRecord>>,
 }
 
 /// All live state, behind one lock held only for map updates.
@@ -114,6 +265,7 @@ impl State {
                 .is_some_and(|old| old.node_scoped != r.node_scoped)
             {
                 dropped.extend(std::mem::take(&mut entry.targets).into_keys());
+                entry.counts.clear();
             }
             entry.rules = Some(r);
             entry.agent_owned = false;
@@ -155,81 +307,77 @@ impl State {
         }
         let entry = checks.get_mut(&result.check_id)?;
         let rules = entry.rules.clone()?;
-        result.scope = if rules.node_scoped { "node" } else { "cluster" }.to_owned();
-        let record = ResultRecord::from_proto(result);
+        let scope = if rules.node_scoped { "node" } else { "cluster" };
+        if result.scope != scope {
+            result.scope.clear();
+            result.scope.push_str(scope);
+        }
+        let record = Arc::new(ResultRecord::from_proto(result));
         if entry.history.len() == HISTORY_PER_CHECK {
             entry.history.pop_front();
         }
-        entry.history.push_back(record.clone());
+        entry.history.push_back(Arc::clone(&record));
 
-        let key = StateKey {
-            cluster: result.cluster.clone(),
-            check: result.check_id.clone(),
-            target: result.target.clone(),
-            node: if rules.node_scoped {
-                result.node.clone()
-            } else {
-                String::new()
-            },
-        };
+        let node = if rules.node_scoped { &result.node } else { "" };
+        let parts = (
+            result.cluster.as_str(),
+            result.check_id.as_str(),
+            result.target.as_str(),
+            node,
+        );
         let ok = result.outcome() == Outcome::Success;
         let now = result.start_unix_nanos;
-        let target = entry
-            .targets
-            .entry(key.clone())
-            .or_insert_with(|| TargetState {
-                key: key.clone(),
-                state: Health::Unknown,
-                consecutive_failures: 0,
-                consecutive_successes: 0,
-                since_unix_nanos: now,
-                failing_since_unix_nanos: None,
-                last: record.clone(),
-            });
-        if result.start_unix_nanos < target.last.start_unix_nanos {
-            return None; // a late result from an agent that no longer runs this check
-        }
-        target.last = record;
-        if ok {
-            target.consecutive_successes += 1;
-            target.consecutive_failures = 0;
-        } else {
-            if target.consecutive_failures == 0 {
-                target.failing_since_unix_nanos = Some(now);
+        // One search of the targets on the common path; a key is built only for a new target.
+        let change = match entry.targets.get_mut(&parts as &dyn KeyParts) {
+            Some(target) => {
+                if now < target.last.start_unix_nanos {
+                    return None; // a late result from an agent that no longer runs this check
+                }
+                let from = target.state;
+                target
+                    .observe(record, ok, now, &rules)
+                    .map(|to| (from, to, target.key.clone()))
             }
-            target.consecutive_failures += 1;
-            target.consecutive_successes = 0;
-        }
-        let next = match target.state {
-            Health::Failing | Health::Unknown
-                if target.consecutive_successes >= rules.success_threshold =>
-            {
-                Health::Healthy
+            None => {
+                *entry
+                    .counts
+                    .entry(result.cluster.clone())
+                    .or_default()
+                    .slot(Health::Unknown) += 1;
+                let key = StateKey {
+                    cluster: result.cluster.clone(),
+                    check: result.check_id.clone(),
+                    target: result.target.clone(),
+                    node: node.to_owned(),
+                };
+                let mut fresh = TargetState {
+                    key: key.clone(),
+                    state: Health::Unknown,
+                    consecutive_failures: 0,
+                    consecutive_successes: 0,
+                    since_unix_nanos: now,
+                    failing_since_unix_nanos: None,
+                    last: Arc::clone(&record),
+                };
+                let change = fresh
+                    .observe(record, ok, now, &rules)
+                    .map(|to| (Health::Unknown, to, key.clone()));
+                entry.targets.insert(key, fresh);
+                change
             }
-            Health::Healthy | Health::Unknown
-                if target.consecutive_failures >= rules.failure_threshold =>
-            {
-                Health::Failing
-            }
-            same => same,
         };
-        if ok && next == Health::Healthy {
-            target.failing_since_unix_nanos = None;
-        }
-        if next == target.state {
-            return None;
-        }
-        let transition = Transition {
+        let (from, to, key) = change?;
+        let counts = entry.counts.entry(result.cluster.clone()).or_default();
+        *counts.slot(from) -= 1;
+        *counts.slot(to) += 1;
+        self.changes.send_modify(|g| *g += 1);
+        Some(Transition {
             key,
-            from: target.state,
-            to: next,
+            from,
+            to,
             at_unix_nanos: now,
             reason: result.reason.clone(),
-        };
-        target.state = next;
-        target.since_unix_nanos = now;
-        self.changes.send_modify(|g| *g += 1);
-        Some(transition)
+        })
     }
 
     /// The targets of one check, in key order.
@@ -241,12 +389,78 @@ impl State {
             .unwrap_or_default()
     }
 
-    /// Up to `limit` most recent results of one check, newest first.
-    pub fn recent(&self, check: &str, limit: usize) -> Option<Vec<ResultRecord>> {
+    /// The targets of one check in one cluster (and on one node, if given), in key order.
+    pub fn targets_in(&self, check: &str, cluster: &str, node: Option<&str>) -> Vec<TargetState> {
         let checks = self.checks.lock().unwrap();
         checks
             .get(check)
-            .map(|e| e.history.iter().rev().take(limit).cloned().collect())
+            .map(|e| {
+                e.targets
+                    .values()
+                    .filter(|t| t.key.cluster == cluster && node.is_none_or(|n| t.key.node == n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every check's target counts per cluster, sorted by check id; no target is copied.
+    pub fn summaries(&self) -> Vec<CheckSummary> {
+        let checks = self.checks.lock().unwrap();
+        let mut out: Vec<CheckSummary> = checks
+            .iter()
+            .map(|(id, e)| CheckSummary {
+                id: id.clone(),
+                agent_owned: e.agent_owned,
+                node_scoped: e.rules.as_ref().is_some_and(|r| r.node_scoped),
+                clusters: e
+                    .counts
+                    .iter()
+                    .filter(|(_, c)| c.total() > 0)
+                    .map(|(k, c)| (k.clone(), *c))
+                    .collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// The (cluster, node) pairs that have node-scoped state, with that state's counts.
+    pub fn nodes(&self) -> BTreeMap<(String, String), NodeCounts> {
+        let checks = self.checks.lock().unwrap();
+        let mut nodes: BTreeMap<(String, String), NodeCounts> = BTreeMap::new();
+        for e in checks.values() {
+            for t in e.targets.values().filter(|t| !t.key.node.is_empty()) {
+                let n = nodes
+                    .entry((t.key.cluster.clone(), t.key.node.clone()))
+                    .or_default();
+                if e.agent_owned {
+                    n.diagnostics += 1;
+                    if t.state == Health::Failing {
+                        let name = t.key.check.trim_start_matches(AGENT_OWNED_PREFIX);
+                        let class = t.last.details.get("problem").cloned();
+                        n.problems.push(class.unwrap_or_else(|| name.to_owned()));
+                    }
+                } else if t.state == Health::Failing {
+                    n.failing_checks += 1;
+                }
+                *n.counts.slot(t.state) += 1;
+            }
+        }
+        nodes
+    }
+
+    /// Up to `limit` most recent results of one check, newest first.
+    pub fn recent(&self, check: &str, limit: usize) -> Option<Vec<ResultRecord>> {
+        let checks = self.checks.lock().unwrap();
+        checks.get(check).map(|e| {
+            e.history
+                .iter()
+                .rev()
+                .take(limit)
+                .map(|r| ResultRecord::clone(r))
+                .collect()
+        })
     }
 
     /// The agent-owned checks (`node/...`) results have created, sorted.
@@ -269,6 +483,17 @@ impl State {
             .flat_map(|e| e.targets.values().cloned())
             .collect()
     }
+}
+
+/// What a node's node-scoped state adds up to (diagnostics and EveryNode checks).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeCounts {
+    #[serde(skip)]
+    pub counts: Counts,
+    /// The problem classes of its failing diagnostics (`VigilMemoryPressure`, ...).
+    pub problems: Vec<String>,
+    pub diagnostics: u32,
+    pub failing_checks: u32,
 }
 
 /// The worst health among targets: Failing if any fails, Healthy if all are, else Unknown.

@@ -74,6 +74,9 @@ impl Federator {
             external_url: None,
             agent_silent_after: Duration::from_secs(120),
             deep_check_lease: Duration::from_secs(120),
+            upstream: None,
+            cluster_silent_after: Duration::from_secs(60),
+            tls: None,
         };
         let cancel = CancellationToken::new();
         let running = app::start(options, cancel.clone()).await.unwrap();

@@ -52,6 +52,7 @@ fn batch(seqs: impl IntoIterator<Item = u64>) -> AgentMessage {
                 })
                 .collect(),
             agent_id: String::new(),
+            batch_seq: 0,
         })),
     }
 }
@@ -237,6 +238,7 @@ async fn report_needs_an_agent_id() {
         .report(ResultBatch {
             results: vec![],
             agent_id: String::new(),
+            batch_seq: 0,
         })
         .await
         .unwrap_err();

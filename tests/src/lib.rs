@@ -2,6 +2,7 @@
 //! locating them, starting them with logs kept for the failure message, free loopback ports,
 //! and waiting on a condition with a deadline (never sleeping as synchronisation).
 
+pub mod browser;
 pub mod kafka;
 pub mod loadgen;
 pub mod proxy;
@@ -65,7 +66,8 @@ impl Proc {
         Self::start_full(name, program, args, log_dir, cwd, &[])
     }
 
-    /// Like [`Proc::start_in`], with extra environment variables for the child.
+    /// Like [`Proc::start_in`], with extra environment variables for the child (they may
+    /// override the default `RUST_LOG=info`).
     pub fn start_full(
         name: &str,
         program: &Path,
@@ -83,8 +85,8 @@ impl Proc {
         let child = Command::new(program)
             .args(args)
             .current_dir(cwd)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -2,17 +2,28 @@
 //! sending results at a chosen rate with a window of unacknowledged results (like the real
 //! agent's outbox), and timing every batch from send to the federator's Ack (which means every
 //! sink, Kafka included, has it).
+//!
+//! Like the real agent, a simulated agent encodes each result once and writes batches through
+//! the agent's own codec ([`AgentCodec`]) on a real Connect stream; the generator shares the
+//! machine with the federator and the broker, so it does no more work per result than that.
+//! At a fixed rate the agents' sends are spread evenly over the batch interval, as independent
+//! agents' are, instead of all landing in the same instant.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
+use prost::Message;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use vigil_proto::{
-    AgentMessage, Hello, ProbeResult, ResultBatch, agent_message,
-    federator_client::FederatorClient, federator_message::Msg,
-};
+use tonic::codegen::http::uri::PathAndQuery;
+use vigil_agent::client::codec::{AgentCodec, Outgoing};
+use vigil_agent::outbox::Encoded;
+use vigil_proto::{AgentMessage, Hello, ProbeResult, agent_message, federator_message::Msg};
+
+/// Distinct targets the results cycle through (`http://10.0.{seq % 7}.{seq % 50}:8080/healthz`).
+const TARGETS: u64 = 350;
 
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
@@ -84,12 +95,10 @@ pub async fn run(config: LoadConfig) -> LoadReport {
     report
 }
 
-fn result(config: &LoadConfig, seq: u64, now_nanos: i64) -> ProbeResult {
+/// Every result an agent sends is this one with its seq, start time and target filled in.
+fn template(config: &LoadConfig) -> ProbeResult {
     ProbeResult {
         check_id: config.check_id.clone(),
-        target: format!("http://10.0.{}.{}:8080/healthz", seq % 7, seq % 50),
-        seq,
-        start_unix_nanos: now_nanos,
         latency_nanos: 1_250_000,
         outcome: 1,
         attempt: 1,
@@ -100,6 +109,34 @@ fn result(config: &LoadConfig, seq: u64, now_nanos: i64) -> ProbeResult {
     }
 }
 
+/// The next `count` results after `*seq`, each encoded once (as the agent's outbox does) into
+/// one shared buffer.
+fn encode_batch(
+    template: &mut ProbeResult,
+    targets: &[String],
+    seq: &mut u64,
+    count: usize,
+    now_nanos: i64,
+) -> Vec<Encoded> {
+    let mut buf = BytesMut::with_capacity(count * (template.encoded_len() + 64));
+    (0..count)
+        .map(|_| {
+            *seq += 1;
+            template.seq = *seq;
+            template.start_unix_nanos = now_nanos;
+            template.target.clear();
+            template
+                .target
+                .push_str(&targets[usize::try_from(*seq % TARGETS).expect("small")]);
+            template.encode(&mut buf).expect("a BytesMut grows");
+            Encoded {
+                seq: *seq,
+                bytes: buf.split().freeze(),
+            }
+        })
+        .collect()
+}
+
 async fn one_agent(config: &LoadConfig, n: usize) -> Result<LoadReport, String> {
     let agent_id = format!("{}-{n}", config.agent_prefix);
     let channel = tonic::transport::Endpoint::from_shared(config.federator.clone())
@@ -108,21 +145,29 @@ async fn one_agent(config: &LoadConfig, n: usize) -> Result<LoadReport, String> 
         .connect()
         .await
         .map_err(|e| format!("{agent_id}: connect: {e}"))?;
-    let (tx, rx) = mpsc::channel::<AgentMessage>(64);
-    tx.send(AgentMessage {
+    let (tx, rx) = mpsc::channel::<Outgoing>(64);
+    tx.send(Outgoing::Message(AgentMessage {
         msg: Some(agent_message::Msg::Hello(Hello {
             agent_id: agent_id.clone(),
             node: format!("load-node-{n}"),
             version: "loadgen".into(),
             ..Default::default()
         })),
-    })
+    }))
     .await
     .map_err(|e| e.to_string())?;
-    let mut inbound = FederatorClient::new(channel)
+    let mut grpc = tonic::client::Grpc::new(channel)
         .max_decoding_message_size(vigil_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(vigil_proto::MAX_MESSAGE_BYTES)
-        .connect(ReceiverStream::new(rx))
+        .max_encoding_message_size(vigil_proto::MAX_MESSAGE_BYTES);
+    grpc.ready()
+        .await
+        .map_err(|e| format!("{agent_id}: connect: {e}"))?;
+    let mut inbound = grpc
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            PathAndQuery::from_static("/vigil.v1.Federator/Connect"),
+            AgentCodec,
+        )
         .await
         .map_err(|e| format!("{agent_id}: Connect: {e}"))?
         .into_inner();
@@ -160,10 +205,18 @@ async fn one_agent(config: &LoadConfig, n: usize) -> Result<LoadReport, String> 
 
     let per_agent_rate = config.rate.map(|r| r / config.agents as f64);
     let batch_every = per_agent_rate.map(|r| Duration::from_secs_f64(config.batch as f64 / r));
+    let mut template = template(config);
+    let targets: Vec<String> = (0..TARGETS)
+        .map(|i| format!("http://10.0.{}.{}:8080/healthz", i % 7, i % 50))
+        .collect();
     let started = Instant::now();
     let mut seq = 0u64;
     let mut sent = 0u64;
-    let mut next_send = tokio::time::Instant::now();
+    // Agent n of N first sends n/N of the way into the batch interval.
+    let mut next_send = tokio::time::Instant::now()
+        + batch_every.map_or(Duration::ZERO, |every| {
+            every.mul_f64(n as f64 / config.agents as f64)
+        });
     while started.elapsed() < config.duration {
         if let Some(every) = batch_every {
             tokio::time::sleep_until(next_send).await;
@@ -177,24 +230,14 @@ async fn one_agent(config: &LoadConfig, n: usize) -> Result<LoadReport, String> 
         let now_nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
-        let results: Vec<ProbeResult> = (0..config.batch)
-            .map(|_| {
-                seq += 1;
-                result(config, seq, now_nanos)
-            })
-            .collect();
+        let results = encode_batch(&mut template, &targets, &mut seq, config.batch, now_nanos);
         in_flight
             .lock()
             .unwrap()
             .push_back((seq, config.batch, Instant::now()));
-        tx.send(AgentMessage {
-            msg: Some(agent_message::Msg::Results(ResultBatch {
-                results,
-                agent_id: String::new(),
-            })),
-        })
-        .await
-        .map_err(|_| format!("{agent_id}: stream closed while sending"))?;
+        tx.send(Outgoing::Results(results))
+            .await
+            .map_err(|_| format!("{agent_id}: stream closed while sending"))?;
         sent += config.batch as u64;
     }
     // Wait for the outstanding acks, then close the stream.

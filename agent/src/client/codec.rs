@@ -153,6 +153,7 @@ mod tests {
             msg: Some(agent_message::Msg::Results(ResultBatch {
                 results: results.clone(),
                 agent_id: String::new(),
+                batch_seq: 0,
             })),
         };
         assert_eq!(AgentMessage::decode(&wire[..]).unwrap(), want);

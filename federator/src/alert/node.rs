@@ -141,6 +141,58 @@ pub fn agent_silent(
     }
 }
 
+/// The alert a cluster that stopped forwarding raises at the global federator.
+pub const CLUSTER_SILENT: &str = "VigilClusterSilent";
+
+/// The state key a silent cluster's alert is tracked under: no check, no target, no node.
+pub fn cluster_silent_key(cluster: &str) -> StateKey {
+    StateKey {
+        cluster: cluster.to_owned(),
+        check: String::new(),
+        target: String::new(),
+        node: String::new(),
+    }
+}
+
+/// The VigilClusterSilent alert of a cluster last heard from at `last_seen_unix_nanos`.
+pub fn cluster_silent(
+    cluster: &str,
+    last_seen_unix_nanos: i64,
+    after: Duration,
+    external_url: &Url,
+) -> Alert {
+    let labels = BTreeMap::from([
+        ("alertname".to_owned(), CLUSTER_SILENT.to_owned()),
+        ("cluster".to_owned(), cluster.to_owned()),
+        ("severity".to_owned(), "critical".to_owned()),
+    ]);
+    let mut url = external_url.clone();
+    url.set_query(Some(&format!("cluster={cluster}")));
+    Alert {
+        labels,
+        annotations: BTreeMap::from([
+            (
+                "summary".to_owned(),
+                format!("Vigil cluster {cluster} is silent"),
+            ),
+            (
+                "description".to_owned(),
+                format!(
+                    "Nothing has arrived from cluster {cluster}'s federator since {} (more than \
+                     {}): its link to this federator is down, or the federator itself is. Its \
+                     checks show Unknown here until it is back; its own federator still alerts \
+                     for them if it runs.",
+                    rfc3339(last_seen_unix_nanos),
+                    humantime::format_duration(after),
+                ),
+            ),
+        ]),
+        starts_at: rfc3339(last_seen_unix_nanos),
+        ends_at: String::new(),
+        generator_url: url.to_string(),
+    }
+}
+
 /// What [`Silence::observe`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SilenceChange {

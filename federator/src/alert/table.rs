@@ -32,7 +32,8 @@ enum Kind {
     Check,
     /// A node diagnostic with this problem class: `NodeProblem`.
     Node(String),
-    /// An agent: `VigilAgentSilent` (the key's target is the agent id).
+    /// An agent (`VigilAgentSilent`, the key's target is the agent id) or a cluster
+    /// (`VigilClusterSilent`, no target): fired and resolved by silence, not by state.
     Agent,
 }
 
@@ -211,7 +212,51 @@ impl Table {
                 }
             }
         }
+        self.check_cluster_silence(&mut changed);
         self.send(changed);
+    }
+
+    /// Fires and resolves VigilClusterSilent for clusters that forward here.
+    fn check_cluster_silence(&mut self, changed: &mut Vec<StateKey>) {
+        let Some(federation) = self.config.federation.clone() else {
+            return;
+        };
+        for c in federation.silence() {
+            match c {
+                crate::federation::ClusterSilence::Fire {
+                    cluster,
+                    last_seen_unix_nanos,
+                } => {
+                    tracing::warn!(%cluster, "cluster silent; alert firing");
+                    let key = node::cluster_silent_key(&cluster);
+                    let alert = node::cluster_silent(
+                        &cluster,
+                        last_seen_unix_nanos,
+                        federation.silent_after(),
+                        &self.config.external_url,
+                    );
+                    self.alerts.insert(
+                        key.clone(),
+                        Tracked {
+                            alert,
+                            resolved_at: None,
+                            kind: Kind::Agent,
+                        },
+                    );
+                    changed.push(key);
+                }
+                crate::federation::ClusterSilence::Resolve { cluster } => {
+                    let key = node::cluster_silent_key(&cluster);
+                    if let Some(t) = self.alerts.get_mut(&key)
+                        && t.resolved_at.is_none()
+                    {
+                        tracing::info!(%cluster, "cluster heard from again; alert resolved");
+                        t.resolved_at = Some(now_unix_nanos());
+                        changed.push(key);
+                    }
+                }
+            }
+        }
     }
 
     /// Reconciles with the live state, forgets old resolved alerts and queues everything.

@@ -13,6 +13,7 @@ fn zero_durations_are_refused_with_the_flag_to_fix() {
         external_url: Url::parse("http://127.0.0.1:8080/").unwrap(),
         agent_silent_after: Duration::ZERO,
         deep_checks: Arc::default(),
+        federation: None,
     };
     let start = |config: Config| {
         Notifier::start(

@@ -204,6 +204,7 @@ async fn settle_runs(
         let batch = ResultBatch {
             results: vec![result],
             agent_id: job_name.clone(),
+            batch_seq: 0,
         };
         if let Err(status) = reporter.report(tonic::Request::new(batch)).await {
             tracing::warn!(job = %job_name, %status, "recording the Job's ERROR failed; retrying");

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use vigil_proto::ProbeResult;
 
 use super::{Sink, SinkError};
-use crate::record::ResultRecord;
+use crate::record::RecordJson;
 
 pub struct JsonlSink {
     path: PathBuf,
@@ -46,8 +46,7 @@ impl Sink for JsonlSink {
     ) -> BoxFuture<'static, Result<(), SinkError>> {
         let mut buf = Vec::with_capacity(batches.iter().map(|b| b.len() * 320).sum());
         for result in batches.iter().flat_map(|b| b.iter()) {
-            serde_json::to_writer(&mut buf, &ResultRecord::from_proto(result))
-                .expect("records serialize");
+            serde_json::to_writer(&mut buf, &RecordJson(result)).expect("records serialize");
             buf.push(b'\n');
         }
         let file = Arc::clone(&self.file);
@@ -73,6 +72,7 @@ impl Sink for JsonlSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::ResultRecord;
 
     #[tokio::test]
     async fn appends_one_line_per_result() {

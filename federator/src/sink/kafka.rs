@@ -6,15 +6,18 @@ pub mod encode;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::FutureExt;
+use futures::channel::oneshot;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::ProbeResult;
@@ -46,7 +49,8 @@ pub enum KafkaSinkError {
 }
 
 /// Reports librdkafka's client-level errors (brokers down, authentication) as metrics, logs and
-/// readiness; record-level failures come back through the delivery reports instead.
+/// readiness; record-level outcomes come back through the delivery reports, counted against the
+/// write they belong to.
 pub struct Context {
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
@@ -71,6 +75,69 @@ impl ClientContext for Context {
     }
 }
 
+impl ProducerContext for Context {
+    type DeliveryOpaque = Arc<Write>;
+
+    /// Runs on the producer's polling thread for every record: no allocation, no lock unless
+    /// the record failed; the last record of a write wakes whoever waits for it.
+    fn delivery(&self, result: &DeliveryResult<'_>, write: Arc<Write>) {
+        self.metrics.kafka_in_flight.dec();
+        match result {
+            Ok(_) => self
+                .metrics
+                .kafka_delivery_seconds
+                .observe(write.started.elapsed().as_secs_f64()),
+            Err((e, message)) => {
+                let kind = error_kind(e);
+                self.metrics
+                    .kafka_errors
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
+                write.fail(format!(
+                    "Kafka did not take a record for topic {}: {e}",
+                    message.topic()
+                ));
+            }
+        }
+        write.release();
+    }
+}
+
+/// One write's records inside librdkafka: a count of the unconfirmed, the first failure, and
+/// the wake-up of the write's future once the count reaches zero. Every record carries an
+/// `Arc` of it as its delivery opaque (no allocation per record).
+pub struct Write {
+    /// Records queued and not yet reported, plus one held while records are still being queued.
+    outstanding: AtomicUsize,
+    failure: Mutex<Option<String>>,
+    done: Mutex<Option<oneshot::Sender<()>>>,
+    started: Instant,
+}
+
+impl Write {
+    fn new(done: oneshot::Sender<()>) -> Self {
+        Self {
+            outstanding: AtomicUsize::new(1),
+            failure: Mutex::new(None),
+            done: Mutex::new(Some(done)),
+            started: Instant::now(),
+        }
+    }
+
+    fn fail(&self, problem: String) {
+        self.failure.lock().unwrap().get_or_insert(problem);
+    }
+
+    /// One record reported (or the queuing finished); the last one completes the write.
+    fn release(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(done) = self.done.lock().unwrap().take()
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
 fn error_kind(e: &KafkaError) -> String {
     match e.rdkafka_error_code() {
         Some(code) => format!("{code:?}"),
@@ -79,7 +146,7 @@ fn error_kind(e: &KafkaError) -> String {
 }
 
 pub struct KafkaSink {
-    producer: FutureProducer<Context>,
+    producer: ThreadedProducer<Context>,
     options: KafkaOptions,
     metrics: Arc<Metrics>,
 }
@@ -134,32 +201,31 @@ impl Sink for KafkaSink {
         &mut self,
         batches: Vec<Arc<Vec<ProbeResult>>>,
     ) -> BoxFuture<'static, Result<(), SinkError>> {
-        let started = Instant::now();
-        let topic = self.options.topic.clone();
+        let topic = self.options.topic.as_str();
         let encoding = self.options.encoding;
         let metrics = Arc::clone(&self.metrics);
-        let mut pending = FuturesUnordered::new();
+        let (done, confirmed) = oneshot::channel();
+        let write = Arc::new(Write::new(done));
         let mut value = Vec::with_capacity(512);
+        let mut key = String::with_capacity(128);
         let mut outcome = Ok(());
         // Records are handed to the producer here, in order, before the next write starts;
         // only the wait for the delivery reports is left to the future.
         'records: for r in batches.iter().flat_map(|b| b.iter()) {
             value.clear();
             encode::value(r, encoding, &mut value);
-            let key = encode::key(r);
-            let mut record = FutureRecord::to(&topic)
+            encode::key_into(r, &mut key);
+            let mut record = BaseRecord::with_opaque_to(topic, Arc::clone(&write))
                 .key(&key)
                 .payload(&value)
                 .headers(encode::headers(r, encoding));
-            let finished = r.start_unix_nanos + r.latency_nanos as i64;
             let mut full_since: Option<Instant> = None;
+            // Counted before it is queued: its report may come before `send` returns.
+            write.outstanding.fetch_add(1, Ordering::Relaxed);
+            metrics.kafka_in_flight.inc();
             loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        metrics.kafka_in_flight.inc();
-                        pending.push(delivery.map(move |d| (finished, d)));
-                        break;
-                    }
+                match self.producer.send(record) {
+                    Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         // librdkafka's queue is full (its own thread drains it): wait briefly.
                         record = back;
@@ -168,6 +234,7 @@ impl Sink for KafkaSink {
                             outcome = Err(SinkError::Unavailable(format!(
                                 "the Kafka producer's queue stayed full for {QUEUE_FULL_WAIT:?}"
                             )));
+                            unqueued(&write, &metrics);
                             break 'records;
                         }
                         std::thread::sleep(Duration::from_millis(1));
@@ -176,20 +243,24 @@ impl Sink for KafkaSink {
                         outcome = Err(SinkError::Unavailable(format!(
                             "cannot queue a record for topic {topic}: {e}"
                         )));
+                        unqueued(&write, &metrics);
                         break 'records;
                     }
                 }
             }
         }
+        // Every record is queued: drop the hold, so the last report completes the write.
+        write.release();
         async move {
             // Wait for every queued record even after a failure, so none is left in flight.
-            while let Some(done) = pending.next().await {
-                let delivered = delivered(&metrics, &topic, done, started);
-                if outcome.is_ok() {
-                    outcome = delivered;
-                }
+            // The sender lives in `write`, which this future keeps: no cancellation.
+            let _ = confirmed.await;
+            outcome?;
+            if let Some(problem) = write.failure.lock().unwrap().take() {
+                return Err(SinkError::Unavailable(problem));
             }
-            outcome
+            delivery_lag(&metrics, &batches);
+            Ok(())
         }
         .boxed()
     }
@@ -213,56 +284,30 @@ impl Sink for KafkaSink {
     }
 }
 
-type Delivered = (
-    i64,
-    Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
-);
+/// A record counted in `write` that librdkafka refused: it will never be reported.
+fn unqueued(write: &Write, metrics: &Metrics) {
+    write.outstanding.fetch_sub(1, Ordering::Relaxed);
+    metrics.kafka_in_flight.dec();
+}
 
-fn delivered(
-    metrics: &Metrics,
-    topic: &str,
-    (finished, report): Delivered,
-    started: Instant,
-) -> Result<(), SinkError> {
-    {
-        metrics.kafka_in_flight.dec();
-        match report {
-            Ok(Ok(_)) => {
-                metrics
-                    .kafka_delivery_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64);
-                if finished > 0 && now > finished {
-                    metrics
-                        .result_delivery_lag_seconds
-                        .observe((now - finished) as f64 / 1e9);
-                }
-                Ok(())
-            }
-            Ok(Err((e, _))) => {
-                let kind = error_kind(&e);
-                metrics
-                    .kafka_errors
-                    .with_label_values(&[kind.as_str()])
-                    .inc();
-                Err(SinkError::Unavailable(format!(
-                    "Kafka did not take a record for topic {topic}: {e}"
-                )))
-            }
-            Err(_) => Err(SinkError::Unavailable(
-                "the Kafka producer stopped before delivering".to_owned(),
-            )),
+/// Observes, for every result of a confirmed write, the time from its end on the agent (agent
+/// clock) to now, when Kafka has confirmed the whole write and the result can be acknowledged.
+fn delivery_lag(metrics: &Metrics, batches: &[Arc<Vec<ProbeResult>>]) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    for r in batches.iter().flat_map(|b| b.iter()) {
+        let finished = r.start_unix_nanos + r.latency_nanos as i64;
+        if finished > 0 && now > finished {
+            metrics
+                .result_delivery_lag_seconds
+                .observe((now - finished) as f64 / 1e9);
         }
     }
 }
 
 fn topic_exists(
-    producer: &FutureProducer<Context>,
+    producer: &ThreadedProducer<Context>,
     topic: &str,
     timeout: Duration,
 ) -> Result<(), SinkError> {

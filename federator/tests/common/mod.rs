@@ -51,6 +51,9 @@ impl Fed {
             external_url: None,
             agent_silent_after: Duration::from_secs(120),
             deep_check_lease: Duration::from_secs(120),
+            upstream: None,
+            cluster_silent_after: Duration::from_secs(60),
+            tls: None,
         };
         tune(&mut options);
         let cancel = CancellationToken::new();
@@ -85,6 +88,7 @@ pub fn batch_of(results: Vec<vigil_proto::ProbeResult>) -> vigil_proto::AgentMes
         msg: Some(agent_message::Msg::Results(ResultBatch {
             results,
             agent_id: String::new(),
+            batch_seq: 0,
         })),
     }
 }

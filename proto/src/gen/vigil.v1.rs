@@ -2,7 +2,7 @@
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Msg", tags = "1, 2")]
+    #[prost(oneof = "agent_message::Msg", tags = "1, 2, 3")]
     pub msg: ::core::option::Option<agent_message::Msg>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -14,6 +14,9 @@ pub mod agent_message {
         Hello(super::Hello),
         #[prost(message, tag = "2")]
         Results(super::ResultBatch),
+        /// Only from a forwarding federator (Hello capability "federator/v1").
+        #[prost(message, tag = "3")]
+        ClusterState(super::ClusterState),
     }
 }
 #[allow(clippy::all)]
@@ -65,6 +68,61 @@ pub struct ResultBatch {
     /// Set by one-shot reporters, which have no Hello.
     #[prost(string, tag = "2")]
     pub agent_id: ::prost::alloc::string::String,
+    /// Set by a forwarding federator instead of per-result order: this batch's number on its link
+    /// (strictly increasing, one per batch). Acks then count batches; the results keep the
+    /// (agent_id, seq) their agents gave them.
+    #[prost(uint64, tag = "3")]
+    pub batch_seq: u64,
+}
+/// A forwarding federator's picture of its cluster: sent after Hello, whenever it changes, and
+/// at least every heartbeat. The global federator folds the cluster's forwarded results into
+/// state under these rules, and a cluster it has not heard from for a while is silent.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ClusterState {
+    #[prost(message, repeated, tag = "1")]
+    pub checks: ::prost::alloc::vec::Vec<ClusterCheck>,
+    #[prost(message, repeated, tag = "2")]
+    pub agents: ::prost::alloc::vec::Vec<ClusterAgent>,
+    /// The sender's clock (Unix nanoseconds).
+    #[prost(int64, tag = "3")]
+    pub sent_unix_nanos: i64,
+    /// How often the sender sends ClusterState when nothing changes (milliseconds).
+    #[prost(uint64, tag = "4")]
+    pub heartbeat_ms: u64,
+}
+/// One HealthCheck as its cluster's federator runs it.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ClusterCheck {
+    #[prost(message, optional, tag = "1")]
+    pub spec: ::core::option::Option<CheckSpec>,
+    #[prost(uint32, tag = "2")]
+    pub failure_threshold: u32,
+    #[prost(uint32, tag = "3")]
+    pub success_threshold: u32,
+    /// Once, EveryNode, Isolated.
+    #[prost(string, tag = "4")]
+    pub placement: ::prost::alloc::string::String,
+    /// Whether each node's runs form their own state (EveryNode).
+    #[prost(bool, tag = "5")]
+    pub node_scoped: bool,
+    #[prost(string, tag = "6")]
+    pub severity: ::prost::alloc::string::String,
+    /// Where the check came from in its cluster (`file doc N`, `HealthCheck ns/name`).
+    #[prost(string, tag = "7")]
+    pub source: ::prost::alloc::string::String,
+}
+/// One agent connected to a forwarding federator.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ClusterAgent {
+    #[prost(string, tag = "1")]
+    pub agent_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(int64, tag = "3")]
+    pub connected_unix_nanos: i64,
 }
 /// Everything up to and including seq has been handed durably to the sinks.
 #[allow(clippy::all)]

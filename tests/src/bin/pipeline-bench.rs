@@ -8,6 +8,9 @@
 //!   and the federator's peak RSS throughout.
 //!
 //! `cargo build --release --workspace && target/release/pipeline-bench [SECONDS] [SOAK_MINUTES]`
+//! (or `cargo build --release -p vigil-federator --bin vigil-federator -p vigil-e2e --bin
+//! pipeline-bench`). `VIGIL_KAFKA_OPTIONS=key=value,...` changes the producer settings of both
+//! sides alike.
 
 use std::time::{Duration, Instant};
 
@@ -188,8 +191,18 @@ async fn create_topics(brokers: &str, topics: &[&str]) {
 /// Records per second a bare producer gets confirmed; same settings, key, headers and value
 /// size as the federator's Kafka sink.
 async fn bare_producer(brokers: &str, duration: Duration) -> f64 {
-    // The federator's own producer settings, so the two differ only in what surrounds them.
-    let producer: FutureProducer = vigil_federator::sink::kafka::KafkaOptions::new(brokers)
+    // The federator's own producer settings, so the two differ only in what surrounds them,
+    // including any VIGIL_KAFKA_OPTIONS override (which the federator reads from the same
+    // environment).
+    let mut options = vigil_federator::sink::kafka::KafkaOptions::new(brokers);
+    if let Ok(list) = std::env::var("VIGIL_KAFKA_OPTIONS") {
+        for option in list.split(',').filter(|o| !o.trim().is_empty()) {
+            let (key, value) = vigil_federator::sink::kafka::config::parse_option(option)
+                .expect("VIGIL_KAFKA_OPTIONS holds key=value pairs");
+            options.librdkafka.insert(key, value);
+        }
+    }
+    let producer: FutureProducer = options
         .client_config()
         .expect("producer settings")
         .create()

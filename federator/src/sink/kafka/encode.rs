@@ -7,36 +7,62 @@ use rdkafka::message::{Header, OwnedHeaders};
 use vigil_proto::ProbeResult;
 
 use super::config::Encoding;
-use crate::record::{ResultRecord, SCHEMA_VERSION};
+use crate::record::{RecordJson, SCHEMA_VERSION};
 
 /// The record key of a result.
 pub fn key(r: &ProbeResult) -> String {
-    let mut k = String::with_capacity(r.cluster.len() + r.check_id.len() + r.target.len() + 2);
+    let mut k = String::new();
+    key_into(r, &mut k);
+    k
+}
+
+/// The record key of a result, written over `k` (the sink reuses one buffer for every record).
+pub fn key_into(r: &ProbeResult, k: &mut String) {
+    k.clear();
     k.push_str(&r.cluster);
     k.push('/');
     k.push_str(&r.check_id);
     k.push('/');
     k.push_str(&r.target);
-    k
 }
 
 /// The record value of a result, appended to `buf`.
 pub fn value(r: &ProbeResult, encoding: Encoding, buf: &mut Vec<u8>) {
     match encoding {
-        Encoding::Json => serde_json::to_writer(&mut *buf, &ResultRecord::from_proto(r))
-            .expect("records serialize"),
+        Encoding::Json => {
+            serde_json::to_writer(&mut *buf, &RecordJson(r)).expect("records serialize");
+        }
         Encoding::Protobuf => r.encode(buf).expect("a Vec grows"),
+    }
+}
+
+/// The `schema` header's value.
+const SCHEMA_HEADER: &str = match SCHEMA_VERSION {
+    1 => "1",
+    _ => panic!("update SCHEMA_HEADER with SCHEMA_VERSION"),
+};
+
+/// The decimal digits of `n`, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
 /// The record headers of a result.
 pub fn headers(r: &ProbeResult, encoding: Encoding) -> OwnedHeaders {
-    let schema = SCHEMA_VERSION.to_string();
-    let seq = r.seq.to_string();
+    let mut digits = [0u8; 20];
+    let seq = decimal(r.seq, &mut digits);
     OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: "schema",
-            value: Some(schema.as_bytes()),
+            value: Some(SCHEMA_HEADER),
         })
         .insert(Header {
             key: "content-type",
@@ -56,7 +82,7 @@ pub fn headers(r: &ProbeResult, encoding: Encoding) -> OwnedHeaders {
         })
         .insert(Header {
             key: "seq",
-            value: Some(seq.as_bytes()),
+            value: Some(seq),
         })
 }
 
@@ -65,6 +91,7 @@ mod tests {
     use rdkafka::message::Headers;
 
     use super::*;
+    use crate::record::ResultRecord;
 
     fn sample() -> ProbeResult {
         ProbeResult {
@@ -125,5 +152,13 @@ mod tests {
             got,
             want.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec()
         );
+    }
+
+    #[test]
+    fn seq_digits() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 99, 1_000_001, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 }
