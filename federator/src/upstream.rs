@@ -97,8 +97,10 @@ struct Buffer {
     entries: VecDeque<Entry>,
     next_seq: u64,
     acked: u64,
-    /// The highest seq handed to the current link; later entries may still grow.
-    sent_upto: u64,
+    /// The highest seq ever handed to a link. Those batches never change again: the upstream
+    /// may have written one whose Ack was lost, and a resend must carry the same results under
+    /// the same seq (it is deduplicated by seq). Later entries may still grow.
+    sealed_upto: u64,
     results: usize,
     cap: usize,
 }
@@ -125,7 +127,7 @@ impl Upstream {
                 entries: VecDeque::new(),
                 next_seq: 1,
                 acked: 0,
-                sent_upto: 0,
+                sealed_upto: 0,
                 results: 0,
                 cap,
             }),
@@ -139,9 +141,9 @@ impl Upstream {
         let mut added = 0;
         for batch in batches.iter().filter(|b| !b.is_empty()) {
             added += batch.len();
-            let sent_upto = b.sent_upto;
+            let sealed_upto = b.sealed_upto;
             match b.entries.back_mut() {
-                Some(tail) if tail.seq > sent_upto && tail.results.len() < COALESCE => {
+                Some(tail) if tail.seq > sealed_upto && tail.results.len() < COALESCE => {
                     tail.results.extend(batch.iter().cloned());
                 }
                 _ => {
@@ -213,7 +215,7 @@ impl Upstream {
     fn take(&self, from: u64, limit: u64) -> Vec<ResultBatch> {
         let mut b = self.buf.lock().unwrap();
         let mut out = Vec::new();
-        let mut upto = b.sent_upto;
+        let mut upto = b.sealed_upto;
         for e in b
             .entries
             .iter()
@@ -227,15 +229,13 @@ impl Upstream {
             });
             upto = upto.max(e.seq);
         }
-        b.sent_upto = upto;
+        b.sealed_upto = upto;
         out
     }
 
     /// A new link resends everything after the last Ack: returns that position.
     fn restart(&self) -> u64 {
-        let mut b = self.buf.lock().unwrap();
-        b.sent_upto = b.acked;
-        b.acked
+        self.buf.lock().unwrap().acked
     }
 
     fn connected(&self, up: bool) {
@@ -587,10 +587,21 @@ mod tests {
             "a sent batch never grows: a resend carries the same results under the same seq"
         );
         up.ack(1);
+        // The link drops with batch 2 sent but not acknowledged; results keep coming.
         assert_eq!(up.restart(), 1);
+        up.push(&[results(1, 7)]);
         let resent = up.take(2, 10);
-        assert_eq!((resent[0].batch_seq, resent[0].results[0].seq), (2, 6));
-        up.ack(2);
+        assert_eq!(
+            (resent[0].batch_seq, resent[0].results.len()),
+            (2, 1),
+            "batch 2 is resent exactly as first sent (the upstream may have written it)"
+        );
+        assert_eq!(
+            (resent[1].batch_seq, resent[1].results[0].seq),
+            (3, 7),
+            "what came after is a new batch"
+        );
+        up.ack(3);
         assert!(up.is_empty());
     }
 

@@ -309,6 +309,51 @@ async fn two_clusters_forward_to_a_global_federator_and_a_cut_link_loses_nothing
         assert!(text.contains(says), "{path}: {text}");
     }
 
+    // The global's web view, in Chromium, shows both clusters and the failing check in each.
+    let browser = vigil_e2e::browser::Browser::start().await;
+    let page = format!("http://{}/", global.http);
+    browser.navigate(&page).await;
+    browser
+        .wait_for(
+            "both clusters' columns and the failing check drawn",
+            "document.querySelectorAll('#matrix thead th').length >= 3 && \
+             [...document.querySelectorAll('#matrix tbody tr')].some(tr => tr.innerText.includes('shop/down'))",
+            WAIT,
+        )
+        .await;
+    let bar = browser.text("#clusters").await;
+    assert!(bar.contains("east") && bar.contains("2 agents"), "{bar}");
+    assert!(bar.contains("west") && bar.contains("1 agent"), "{bar}");
+    let down = browser
+        .eval(
+            "(() => { const tr = [...document.querySelectorAll('#matrix tbody tr')]\
+                 .find(tr => tr.querySelector('th').innerText.includes('shop/down'));\
+               return [tr.querySelector('th').innerText, ...[...tr.querySelectorAll('td')].map(td => td.title)]; })()",
+        )
+        .await;
+    let down: Vec<&str> = down
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        down[0].contains("failing in 2 of 2 clusters"),
+        "the row says where it fails: {down:?}"
+    );
+    assert!(
+        down[1..].len() == 2 && down[1..].iter().all(|t| t.starts_with("Failing")),
+        "a red cell per cluster: {down:?}"
+    );
+    let shots = vigil_e2e::target_dir()
+        .parent()
+        .expect("target folder")
+        .join("web-view-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    browser
+        .screenshot(&shots.join("federation-global.png"))
+        .await;
+
     // 2. East's link goes away (new connections fail too): east is silent, west is not.
     proxy.set_upstream(free_addr());
     proxy.cut();
@@ -340,6 +385,16 @@ async fn two_clusters_forward_to_a_global_federator_and_a_cut_link_loses_nothing
         "Unknown",
         "a silent cluster's cells are Unknown"
     );
+    browser
+        .wait_for(
+            "the page to show east silent",
+            "document.querySelector('#clusters').innerText.includes('silent')",
+            WAIT,
+        )
+        .await;
+    browser
+        .screenshot(&shots.join("federation-global-east-silent.png"))
+        .await;
     // East keeps taking results meanwhile; they wait in its upstream buffer.
     let taken_while_cut = ids(&east.results, None).len();
     wait_for("east to take more results while cut off", WAIT, || async {
@@ -372,15 +427,33 @@ async fn two_clusters_forward_to_a_global_federator_and_a_cut_link_loses_nothing
     for (fed, name) in [(&east, "east"), (&west, "west")] {
         let want = ids(&fed.results, None);
         assert!(want.len() > 50, "{name} took {} results", want.len());
-        let got = wait_for(
-            &format!("all of {name}'s results at the global"),
-            WAIT,
-            || async {
-                let got = ids(&global.results, Some(name));
-                want.keys().all(|k| got.contains_key(k)).then_some(got)
-            },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + WAIT;
+        let got = loop {
+            let got = ids(&global.results, Some(name));
+            let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+            if missing.is_empty() {
+                break got;
+            }
+            if std::time::Instant::now() > deadline {
+                let m = reqwest::get(format!("http://{}/metrics", fed.http))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let upstream: Vec<&str> = m
+                    .lines()
+                    .filter(|l| l.starts_with("vigil_upstream"))
+                    .collect();
+                panic!(
+                    "{name}: {} of {} results never reached the global, e.g. {:?}; {name}'s upstream metrics: {upstream:#?}",
+                    missing.len(),
+                    want.len(),
+                    &missing[..missing.len().min(5)]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(k)).collect();
         assert!(
             extra.is_empty(),

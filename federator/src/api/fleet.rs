@@ -393,8 +393,16 @@ fn overall(cells: &[Option<Cell>], meta: &Meta) -> (Health, String) {
     let node_scoped = meta.node_scoped && !meta.agent_owned;
     let defined: Vec<&Cell> = cells.iter().flatten().collect();
     let n = defined.len();
-    let failing_clusters = defined.iter().filter(|c| c.failing > 0).count();
-    let failing: u32 = defined.iter().map(|c| c.failing).sum();
+    // A silent cluster's cells are Unknown whatever it last said: not counted as failing.
+    let failing_clusters = defined
+        .iter()
+        .filter(|c| c.state == Health::Failing)
+        .count();
+    let failing: u32 = defined
+        .iter()
+        .filter(|c| c.state == Health::Failing)
+        .map(|c| c.failing)
+        .sum();
     let total: u32 = defined.iter().map(|c| c.total).sum();
     let plural = |k: usize, one: &str| {
         if k == 1 {
