@@ -208,7 +208,7 @@ impl Metrics {
             ),
             result_delivery_lag_seconds: histogram(
                 "vigil_result_delivery_lag_seconds",
-                "From a result's end on the agent (agent clock) to its Kafka confirmation.",
+                "From a result's end on the agent (agent clock) to Kafka's confirmation of the write that carried it (when it can be acknowledged).",
             ),
             agents_connected,
             results_received: counter(

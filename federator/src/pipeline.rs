@@ -26,7 +26,7 @@ const QUEUE_BATCHES: usize = 256;
 /// Results taken and not yet written by every sink before submitters wait: the memory bound
 /// when batches are large (a cluster link's hold thousands), where `QUEUE_BATCHES` is not one.
 const QUEUE_RESULTS: usize = 100_000;
-/// Results one group commit takes at most.
+/// Results one group commit takes at most (a sink may ask for fewer).
 const GROUP_RESULTS: usize = 20_000;
 
 struct Job {
@@ -131,39 +131,16 @@ async fn run_sink(
     let part = format!("sink {name}");
     let queue_depth = metrics.sink_queue_depth.with_label_values(&[name]);
     let max_in_flight = sink.max_in_flight().max(1);
+    let group_results = sink.max_group_results().clamp(1, GROUP_RESULTS);
     let mut in_flight: FuturesOrdered<BoxFuture<'static, (Group, Result<(), SinkError>)>> =
         FuturesOrdered::new();
     let mut open = true;
     let mut backoff = Duration::from_millis(100);
     while open || !in_flight.is_empty() {
         tokio::select! {
-            // After cancellation, keep draining what is queued; the senders close when
-            // connections end.
-            first = rx.recv(), if open && in_flight.len() < max_in_flight => {
-                let Some(first) = first else {
-                    open = false;
-                    continue;
-                };
-                let mut count = first.batch.len();
-                let mut jobs = vec![first];
-                while count < GROUP_RESULTS {
-                    match rx.try_recv() {
-                        Ok(job) => {
-                            count += job.batch.len();
-                            jobs.push(job);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                queue_depth.set(rx.len() as i64);
-                let batches: Vec<Arc<Vec<ProbeResult>>> =
-                    jobs.iter().map(|j| Arc::clone(&j.batch)).collect();
-                let group = Group { jobs, batches, count, started: std::time::Instant::now() };
-                in_flight.push_back(start(&mut *sink, group));
-            }
-            () = cancel.cancelled(), if open && rx.is_empty() && in_flight.is_empty() => {
-                open = false;
-            }
+            // Completions first: they acknowledge agents (whose windows then open) and free a
+            // slot, while starting a group encodes thousands of records in one go.
+            biased;
             Some((group, result)) = in_flight.next() => match result {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
@@ -196,6 +173,33 @@ async fn run_sink(
                     in_flight.push_front(start(&mut *sink, group));
                 }
             },
+            // After cancellation, keep draining what is queued; the senders close when
+            // connections end.
+            first = rx.recv(), if open && in_flight.len() < max_in_flight => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut count = first.batch.len();
+                let mut jobs = vec![first];
+                while count < group_results {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            count += job.batch.len();
+                            jobs.push(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                queue_depth.set(rx.len() as i64);
+                let batches: Vec<Arc<Vec<ProbeResult>>> =
+                    jobs.iter().map(|j| Arc::clone(&j.batch)).collect();
+                let group = Group { jobs, batches, count, started: std::time::Instant::now() };
+                in_flight.push_back(start(&mut *sink, group));
+            }
+            () = cancel.cancelled(), if open && rx.is_empty() && in_flight.is_empty() => {
+                open = false;
+            }
         }
     }
 }

@@ -1,11 +1,12 @@
 //! The JSON form of a result, as written to the JSON-lines file (and Kafka): schema version 1.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
 
-use serde::ser::{SerializeMap, SerializeStruct};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use vigil_proto::ProbeResult;
+
+mod json;
+pub use json::write_json;
 
 /// The `schema` field of every record; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -66,76 +67,7 @@ impl ResultRecord {
 
 /// RFC 3339 with nanoseconds; times before 1970 are clamped to the epoch.
 pub fn rfc3339(unix_nanos: i64) -> String {
-    rfc3339_display(unix_nanos).to_string()
-}
-
-fn rfc3339_display(unix_nanos: i64) -> humantime::Rfc3339Timestamp {
-    let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix_nanos).unwrap_or(0));
-    humantime::format_rfc3339_nanos(t)
-}
-
-/// A result serialized as its [`ResultRecord`], byte for byte, straight from the protobuf: the
-/// sinks' hot path writes records without building (and freeing) an owned copy of each.
-pub struct RecordJson<'a>(pub &'a ProbeResult);
-
-impl Serialize for RecordJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Field names, order and skip rules are `ResultRecord`'s (a test holds them equal).
-        let r = self.0;
-        let mut s = serializer.serialize_struct("ResultRecord", 16)?;
-        s.serialize_field("schema", &SCHEMA_VERSION)?;
-        s.serialize_field("agent", &r.agent_id)?;
-        s.serialize_field("seq", &r.seq)?;
-        s.serialize_field("check", &r.check_id)?;
-        s.serialize_field("target", &r.target)?;
-        s.serialize_field("cluster", &r.cluster)?;
-        s.serialize_field("node", &r.node)?;
-        s.serialize_field("scope", &r.scope)?;
-        s.serialize_field("start", &Rfc3339(r.start_unix_nanos))?;
-        s.serialize_field("start_unix_nanos", &r.start_unix_nanos)?;
-        s.serialize_field("latency_seconds", &(r.latency_nanos as f64 / 1e9))?;
-        s.serialize_field("outcome", r.outcome().name())?;
-        if !r.reason.is_empty() {
-            s.serialize_field("reason", &r.reason)?;
-        }
-        s.serialize_field("attempt", &r.attempt)?;
-        if !r.details.is_empty() {
-            s.serialize_field("details", &SortedMap(&r.details))?;
-        }
-        if !r.values.is_empty() {
-            s.serialize_field("values", &SortedMap(&r.values))?;
-        }
-        s.end()
-    }
-}
-
-struct Rfc3339(i64);
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&rfc3339_display(self.0))
-    }
-}
-
-/// A protobuf map written in key order, as the `BTreeMap` of a [`ResultRecord`] is.
-struct SortedMap<'a, V>(&'a std::collections::HashMap<String, V>);
-
-impl<V: Serialize> Serialize for SortedMap<'_, V> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        if self.0.len() == 1 {
-            for (k, v) in self.0 {
-                map.serialize_entry(k, v)?;
-            }
-        } else {
-            let mut entries: Vec<(&String, &V)> = self.0.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            for (k, v) in entries {
-                map.serialize_entry(k, v)?;
-            }
-        }
-        map.end()
-    }
+    String::from_utf8(json::rfc3339_bytes(unix_nanos).to_vec()).expect("ASCII")
 }
 
 #[cfg(test)]
@@ -161,46 +93,5 @@ mod tests {
         assert_eq!(json["outcome"], "FAILURE");
         assert_eq!(json["start"], "2023-11-14T22:13:20.123456789Z");
         assert_eq!(json["latency_seconds"], 0.0015);
-    }
-
-    #[test]
-    fn record_json_writes_the_same_bytes_as_the_owned_record() {
-        let full = ProbeResult {
-            agent_id: "node-a-1".into(),
-            seq: 42,
-            check_id: "shop/web".into(),
-            target: "http://10.0.0.1:8080/healthz?a=\"b\"".into(),
-            cluster: "eu-1".into(),
-            node: "node-a".into(),
-            scope: "node".into(),
-            start_unix_nanos: 1_700_000_000_123_456_789,
-            latency_nanos: 1_500_000,
-            outcome: vigil_proto::Outcome::Failure as i32,
-            reason: "status 503\nline two \u{1F4A5}".into(),
-            attempt: 2,
-            details: [("z", "last"), ("status_code", "503"), ("a", "first")]
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .into(),
-            values: [
-                ("probe_duration_seconds", 0.25),
-                ("b", -1.5e-9),
-                ("c", 1e21),
-            ]
-            .map(|(k, v)| (k.to_owned(), v))
-            .into(),
-        };
-        let sparse = ProbeResult {
-            start_unix_nanos: -5,
-            outcome: 99,
-            details: [("only".to_owned(), "one".to_owned())].into(),
-            ..Default::default()
-        };
-        for r in [full, sparse, ProbeResult::default()] {
-            assert_eq!(
-                String::from_utf8(serde_json::to_vec(&RecordJson(&r)).unwrap()).unwrap(),
-                String::from_utf8(serde_json::to_vec(&ResultRecord::from_proto(&r)).unwrap())
-                    .unwrap()
-            );
-        }
     }
 }

@@ -40,6 +40,13 @@ pub trait Sink: Send + 'static {
         1
     }
 
+    /// Results one write takes at most (the pipeline caps it at 20,000). A write's records are
+    /// encoded and handed over in one go on the sink's task, which meanwhile takes no
+    /// completions; a sink with many writes in flight does better with smaller ones.
+    fn max_group_results(&self) -> usize {
+        usize::MAX
+    }
+
     /// Whether the sink can take writes now (for `/readyz`).
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>>;
 }

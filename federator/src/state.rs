@@ -40,7 +40,8 @@ pub struct StateKey {
 }
 
 /// A [`StateKey`] as borrowed parts (cluster, check, target, node), so that applying a result
-/// finds its target without building a key; ordered exactly as `StateKey`'s derived `Ord`.
+/// finds its target without building a key; hashed and compared exactly as `StateKey`'s
+/// derived `Hash` and `Eq`.
 trait KeyParts {
     fn parts(&self) -> (&str, &str, &str, &str);
 }
@@ -71,15 +72,14 @@ impl PartialEq for dyn KeyParts + '_ {
 
 impl Eq for dyn KeyParts + '_ {}
 
-impl PartialOrd for dyn KeyParts + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn KeyParts + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
+impl std::hash::Hash for dyn KeyParts + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Field by field, as the derive hashes `StateKey`.
+        let (cluster, check, target, node) = self.parts();
+        cluster.hash(state);
+        check.hash(state);
+        target.hash(state);
+        node.hash(state);
     }
 }
 
@@ -233,7 +233,10 @@ struct CheckEntry {
     rules: Option<CheckRules>,
     /// Created by a `node/` result rather than by a HealthCheck.
     agent_owned: bool,
-    targets: BTreeMap<StateKey, TargetState>,
+    /// Hashed, not ordered: applying a result looks its target up, and a search through an
+    /// ordered map of a busy check's targets (long keys sharing their prefixes) cost a fifth
+    /// of the whole ingest. Readers sort what they return.
+    targets: HashMap<StateKey, TargetState>,
     /// Per cluster, how many of `targets` are in each health (kept on every change).
     counts: BTreeMap<String, Counts>,
     history: VecDeque<Arc<ResultRecord>>,
@@ -385,7 +388,7 @@ impl State {
         let checks = self.checks.lock().unwrap();
         checks
             .get(check)
-            .map(|e| e.targets.values().cloned().collect())
+            .map(|e| sorted(e.targets.values().cloned().collect()))
             .unwrap_or_default()
     }
 
@@ -395,11 +398,15 @@ impl State {
         checks
             .get(check)
             .map(|e| {
-                e.targets
-                    .values()
-                    .filter(|t| t.key.cluster == cluster && node.is_none_or(|n| t.key.node == n))
-                    .cloned()
-                    .collect()
+                sorted(
+                    e.targets
+                        .values()
+                        .filter(|t| {
+                            t.key.cluster == cluster && node.is_none_or(|n| t.key.node == n)
+                        })
+                        .cloned()
+                        .collect(),
+                )
             })
             .unwrap_or_default()
     }
@@ -483,6 +490,12 @@ impl State {
             .flat_map(|e| e.targets.values().cloned())
             .collect()
     }
+}
+
+/// Targets in key order.
+fn sorted(mut targets: Vec<TargetState>) -> Vec<TargetState> {
+    targets.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    targets
 }
 
 /// What a node's node-scoped state adds up to (diagnostics and EveryNode checks).

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use vigil_proto::ProbeResult;
 
 use super::{Sink, SinkError};
-use crate::record::RecordJson;
+use crate::record::write_json;
 
 pub struct JsonlSink {
     path: PathBuf,
@@ -46,7 +46,7 @@ impl Sink for JsonlSink {
     ) -> BoxFuture<'static, Result<(), SinkError>> {
         let mut buf = Vec::with_capacity(batches.iter().map(|b| b.len() * 320).sum());
         for result in batches.iter().flat_map(|b| b.iter()) {
-            serde_json::to_writer(&mut buf, &RecordJson(result)).expect("records serialize");
+            write_json(result, &mut buf);
             buf.push(b'\n');
         }
         let file = Arc::clone(&self.file);

@@ -206,12 +206,18 @@ impl Sink for KafkaSink {
         let metrics = Arc::clone(&self.metrics);
         let (done, confirmed) = oneshot::channel();
         let write = Arc::new(Write::new(done));
+        // Every record is counted before it is queued (its report may come before `send`
+        // returns), all at once: the producer's thread counts them down, and a shared counter
+        // touched from both threads for every record costs more than the rest of the count.
+        let total: usize = batches.iter().map(|b| b.len()).sum();
+        write.outstanding.fetch_add(total, Ordering::Relaxed);
+        metrics.kafka_in_flight.add(total as i64);
         let mut value = Vec::with_capacity(512);
         let mut key = String::with_capacity(128);
         let mut outcome = Ok(());
         // Records are handed to the producer here, in order, before the next write starts;
         // only the wait for the delivery reports is left to the future.
-        'records: for r in batches.iter().flat_map(|b| b.iter()) {
+        'records: for (queued, r) in batches.iter().flat_map(|b| b.iter()).enumerate() {
             value.clear();
             encode::value(r, encoding, &mut value);
             encode::key_into(r, &mut key);
@@ -220,9 +226,6 @@ impl Sink for KafkaSink {
                 .payload(&value)
                 .headers(encode::headers(r, encoding));
             let mut full_since: Option<Instant> = None;
-            // Counted before it is queued: its report may come before `send` returns.
-            write.outstanding.fetch_add(1, Ordering::Relaxed);
-            metrics.kafka_in_flight.inc();
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
@@ -234,7 +237,7 @@ impl Sink for KafkaSink {
                             outcome = Err(SinkError::Unavailable(format!(
                                 "the Kafka producer's queue stayed full for {QUEUE_FULL_WAIT:?}"
                             )));
-                            unqueued(&write, &metrics);
+                            unqueued(&write, &metrics, total - queued);
                             break 'records;
                         }
                         std::thread::sleep(Duration::from_millis(1));
@@ -243,7 +246,7 @@ impl Sink for KafkaSink {
                         outcome = Err(SinkError::Unavailable(format!(
                             "cannot queue a record for topic {topic}: {e}"
                         )));
-                        unqueued(&write, &metrics);
+                        unqueued(&write, &metrics, total - queued);
                         break 'records;
                     }
                 }
@@ -266,9 +269,15 @@ impl Sink for KafkaSink {
     }
 
     /// Several group commits in flight keep the producer's batches full; librdkafka keeps their
-    /// order (idempotent producer), and the pipeline acknowledges them in order.
+    /// order (idempotent producer), and the pipeline acknowledges them in order. Many small
+    /// ones rather than a few large ones: a write encodes its records on the sink's task before
+    /// the next completion (and Ack) can be taken.
     fn max_in_flight(&self) -> usize {
-        4
+        16
+    }
+
+    fn max_group_results(&self) -> usize {
+        5_000
     }
 
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), SinkError>> {
@@ -284,10 +293,11 @@ impl Sink for KafkaSink {
     }
 }
 
-/// A record counted in `write` that librdkafka refused: it will never be reported.
-fn unqueued(write: &Write, metrics: &Metrics) {
-    write.outstanding.fetch_sub(1, Ordering::Relaxed);
-    metrics.kafka_in_flight.dec();
+/// Records counted in `write` that were never queued (librdkafka refused the first of them):
+/// they will never be reported.
+fn unqueued(write: &Write, metrics: &Metrics, count: usize) {
+    write.outstanding.fetch_sub(count, Ordering::Relaxed);
+    metrics.kafka_in_flight.sub(count as i64);
 }
 
 /// Observes, for every result of a confirmed write, the time from its end on the agent (agent

@@ -7,7 +7,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use vigil_proto::ProbeResult;
 
 use super::config::Encoding;
-use crate::record::{RecordJson, SCHEMA_VERSION};
+use crate::record::{SCHEMA_VERSION, write_json};
 
 /// The record key of a result.
 pub fn key(r: &ProbeResult) -> String {
@@ -29,9 +29,7 @@ pub fn key_into(r: &ProbeResult, k: &mut String) {
 /// The record value of a result, appended to `buf`.
 pub fn value(r: &ProbeResult, encoding: Encoding, buf: &mut Vec<u8>) {
     match encoding {
-        Encoding::Json => {
-            serde_json::to_writer(&mut *buf, &RecordJson(r)).expect("records serialize");
-        }
+        Encoding::Json => write_json(r, buf),
         Encoding::Protobuf => r.encode(buf).expect("a Vec grows"),
     }
 }

@@ -210,3 +210,31 @@ async fn unreachable_brokers_are_reported_with_the_address_and_the_fix() {
     cancel.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_record_the_producer_refuses_fails_the_write_without_leaving_any_in_flight() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("healthcheck-results", 1, 1).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let mut options = KafkaOptions::new(cluster.bootstrap_servers());
+    options
+        .librdkafka
+        .insert("message.max.bytes".into(), "2000".into());
+    let mut sink = KafkaSink::new(
+        options,
+        Arc::clone(&metrics),
+        Arc::new(Readiness::default()),
+    )
+    .unwrap();
+    // The third record is too large to queue: the two before it are delivered, the rest are
+    // never queued, and the write fails as a whole once the two are reported.
+    let mut batch = (*results("a", 1..=5)).clone();
+    batch[2].reason = "x".repeat(4000);
+    let outcome = tokio::time::timeout(Duration::from_secs(20), sink.write(vec![Arc::new(batch)]))
+        .await
+        .expect("the write completes");
+    let err = outcome.unwrap_err().to_string();
+    assert!(err.contains("cannot queue a record"), "{err}");
+    assert_eq!(metrics.kafka_in_flight.get(), 0);
+    assert_eq!(metrics.kafka_delivery_seconds.get_sample_count(), 2);
+}
