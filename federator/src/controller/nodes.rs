@@ -145,6 +145,9 @@ pub async fn report_problems(
         if !*leader.borrow() {
             continue;
         }
+        // Taken before the condition writes: a kernel-log match that arrives while they are
+        // in flight waits for the next pass instead of being taken for old news by the first.
+        let recent = state.recent("node/kmsg", 200).unwrap_or_default();
         for (node, classes) in wanted_conditions(&state) {
             let changed: Vec<(String, Wanted)> = classes
                 .into_iter()
@@ -185,7 +188,6 @@ pub async fn report_problems(
             }
         }
         // Kernel-log matches: one Warning Event each, like node-problem-detector.
-        let recent = state.recent("node/kmsg", 200).unwrap_or_default();
         for r in recent.iter().rev() {
             if r.details.get("event").is_none_or(|v| v != "true") {
                 continue;
