@@ -172,7 +172,6 @@ impl Remote {
         let mut inner = self.inner.lock().unwrap();
         inner.checks = s.checks;
         inner.agents = s.agents;
-        inner.last_seen_unix_nanos = now_unix_nanos();
     }
 
     /// Runs `f` over the cluster's check definitions without copying them.
@@ -292,21 +291,22 @@ impl Federation {
         self.clusters.lock().unwrap().values().cloned().collect()
     }
 
-    pub fn views(&self) -> Vec<RemoteView> {
-        let after = i64::try_from(self.silent_after.as_nanos()).unwrap_or(i64::MAX);
-        let now = now_unix_nanos();
-        self.remotes().iter().map(|r| r.view(after, now)).collect()
+    fn silent_after_nanos(&self) -> i64 {
+        i64::try_from(self.silent_after.as_nanos()).unwrap_or(i64::MAX)
     }
 
-    /// Whether a cluster is silent now.
-    pub fn is_silent(&self, remote: &Remote) -> bool {
-        let after = i64::try_from(self.silent_after.as_nanos()).unwrap_or(i64::MAX);
-        remote.view(after, now_unix_nanos()).silent
+    /// A cluster as the API shows it, now.
+    pub fn view(&self, remote: &Remote) -> RemoteView {
+        remote.view(self.silent_after_nanos(), now_unix_nanos())
+    }
+
+    pub fn views(&self) -> Vec<RemoteView> {
+        self.remotes().iter().map(|r| self.view(r)).collect()
     }
 
     /// Which clusters went silent, or came back, since the last look.
     pub fn silence(&self) -> Vec<ClusterSilence> {
-        let after = i64::try_from(self.silent_after.as_nanos()).unwrap_or(i64::MAX);
+        let after = self.silent_after_nanos();
         let now = now_unix_nanos();
         let mut changes = Vec::new();
         for remote in self.remotes() {
@@ -325,7 +325,6 @@ impl Federation {
                 });
             }
         }
-        self.export();
         changes
     }
 

@@ -298,6 +298,66 @@ impl FederatorService {
     }
 }
 
+/// What came next on a Connect stream after its Hello.
+enum Next {
+    Results(ResultBatch),
+    ClusterState(vigil_proto::ClusterState),
+    /// The stream is over: with the status to send back when the peer broke the protocol (or
+    /// a newer stream replaced this one), without one when it just went away.
+    End(Option<Status>),
+}
+
+impl FederatorService {
+    /// Reads the next message of an agent stream or a cluster link (`peer` names it in logs).
+    async fn next_message(
+        &self,
+        inbound: &mut Streaming<AgentMessage>,
+        replaced: &tokio_util::sync::CancellationToken,
+        peer: &str,
+    ) -> Next {
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            () = replaced.cancelled() => return Next::End(Some(Status::aborted(
+                "stream closed by the federator: a newer stream of the same agent or cluster \
+                 replaced it, or this replica stopped leading",
+            ))),
+        };
+        match msg {
+            Ok(Some(AgentMessage {
+                msg: Some(agent_message::Msg::Results(b)),
+            })) => Next::Results(b),
+            Ok(Some(AgentMessage {
+                msg: Some(agent_message::Msg::ClusterState(s)),
+            })) => Next::ClusterState(s),
+            Ok(Some(AgentMessage {
+                msg: Some(agent_message::Msg::Hello(_)),
+            })) => Next::End(Some(self.reject(
+                "second_hello",
+                Status::invalid_argument("Hello may only be sent once per stream"),
+            ))),
+            Ok(Some(AgentMessage { msg: None })) => Next::End(Some(self.reject(
+                "empty_message",
+                Status::invalid_argument("AgentMessage without a message"),
+            ))),
+            Ok(None) => Next::End(None),
+            // A message we could not decode (too large, not protobuf) is answered with its
+            // status; anything else means the peer or the connection went away.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::OutOfRange | Code::Internal | Code::ResourceExhausted
+                ) =>
+            {
+                Next::End(Some(self.reject("bad_message", status)))
+            }
+            Err(status) => {
+                tracing::info!(%peer, %status, "stream ended");
+                Next::End(None)
+            }
+        }
+    }
+}
+
 type ConnectStream = Pin<Box<dyn Stream<Item = Result<FederatorMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -360,17 +420,12 @@ impl Federator for FederatorService {
         tokio::spawn(async move {
             let mut last_seq = hello.last_acked_seq;
             let end: Option<Status> = loop {
-                let msg = tokio::select! {
-                    m = inbound.message() => m,
-                    () = replaced.cancelled() => break Some(Status::aborted("stream closed by the federator: a newer stream of the same agent replaced it, or this replica stopped leading")),
-                };
-                let batch = match msg {
-                    Ok(Some(AgentMessage {
-                        msg: Some(agent_message::Msg::Results(b)),
-                    })) => b,
-                    Ok(Some(AgentMessage {
-                        msg: Some(agent_message::Msg::ClusterState(_)),
-                    })) => {
+                let batch = match svc
+                    .next_message(&mut inbound, &replaced, &hello.agent_id)
+                    .await
+                {
+                    Next::Results(b) => b,
+                    Next::ClusterState(_) => {
                         break Some(svc.reject(
                             "not_a_cluster_link",
                             Status::invalid_argument(format!(
@@ -380,35 +435,7 @@ impl Federator for FederatorService {
                             )),
                         ));
                     }
-                    Ok(Some(AgentMessage {
-                        msg: Some(agent_message::Msg::Hello(_)),
-                    })) => {
-                        break Some(svc.reject(
-                            "second_hello",
-                            Status::invalid_argument("Hello may only be sent once per stream"),
-                        ));
-                    }
-                    Ok(Some(AgentMessage { msg: None })) => {
-                        break Some(svc.reject(
-                            "empty_message",
-                            Status::invalid_argument("AgentMessage without a message"),
-                        ));
-                    }
-                    Ok(None) => break None,
-                    // A message we could not decode (too large, not protobuf) is answered with
-                    // its status; anything else means the peer or the connection went away.
-                    Err(status)
-                        if matches!(
-                            status.code(),
-                            Code::OutOfRange | Code::Internal | Code::ResourceExhausted
-                        ) =>
-                    {
-                        break Some(svc.reject("bad_message", status));
-                    }
-                    Err(status) => {
-                        tracing::info!(agent = %hello.agent_id, %status, "agent stream ended");
-                        break None;
-                    }
+                    Next::End(status) => break status,
                 };
                 let count = batch.results.len();
                 match svc

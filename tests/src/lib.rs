@@ -37,6 +37,71 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A program the test needs, or a failure naming the Debian package that brings it.
+pub fn require(path: &str, package: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    assert!(
+        p.is_file(),
+        "{path} is missing: install the Debian package {package} (`apt-get install {package}`; .ci/run does)"
+    );
+    p
+}
+
+/// The first arguments of `vigil-federator serve` on the given checks folder and addresses.
+pub fn serve_args(checks: &Path, http: SocketAddr, grpc: SocketAddr) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--checks".into(),
+        checks.display().to_string(),
+        "--listen".into(),
+        http.to_string(),
+        "--grpc-listen".into(),
+        grpc.to_string(),
+    ]
+}
+
+/// An HTTP server on loopback answering `ok` on /healthz.
+pub async fn http_target() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve /healthz");
+    });
+    (addr, task)
+}
+
+/// Debian's Alertmanager on a free loopback port, with one null receiver and no gossip port;
+/// its files under `dir/alertmanager`.
+pub fn start_alertmanager(dir: &Path) -> (SocketAddr, Proc) {
+    let program = require(
+        "/usr/bin/prometheus-alertmanager",
+        "prometheus-alertmanager",
+    );
+    let work = dir.join("alertmanager");
+    std::fs::create_dir(&work).expect("alertmanager folder");
+    std::fs::write(
+        work.join("am.yml"),
+        "route: {receiver: 'null'}\nreceivers: [{name: 'null'}]\n",
+    )
+    .expect("alertmanager config");
+    let addr = free_addr();
+    let proc = Proc::start(
+        "alertmanager",
+        &program,
+        &[
+            format!("--config.file={}", work.join("am.yml").display()),
+            format!("--storage.path={}", work.join("data").display()),
+            format!("--web.listen-address={addr}"),
+            "--cluster.listen-address=".into(),
+        ],
+        dir,
+    );
+    (addr, proc)
+}
+
 /// A loopback address with a port nobody listens on right now.
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

@@ -12,18 +12,12 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use vigil_e2e::proxy::CuttingProxy;
-use vigil_e2e::{Proc, bin, free_addr, get_json, read_results, wait_for};
+use vigil_e2e::{
+    Proc, bin, free_addr, get_json, http_target, read_results, serve_args, start_alertmanager,
+    wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-
-async fn http_target() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
 
 /// The checks every cluster runs: a healthy HTTP check, a failing TCP check, and an
 /// EveryNode check.
@@ -66,20 +60,8 @@ struct Fed {
 fn start_federator(dir: &Path, name: &str, checks: &Path, extra: &[String]) -> Fed {
     let (http, grpc) = (free_addr(), free_addr());
     let results = dir.join(format!("{name}.jsonl"));
-    let mut args: Vec<String> = [
-        "serve",
-        "--checks",
-        &checks.display().to_string(),
-        "--listen",
-        &http.to_string(),
-        "--grpc-listen",
-        &grpc.to_string(),
-        "--results",
-        &results.display().to_string(),
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let mut args = serve_args(checks, http, grpc);
+    args.extend(["--results".to_owned(), results.display().to_string()]);
     args.extend_from_slice(extra);
     let proc = Proc::start(name, &bin("vigil-federator"), &args, dir);
     Fed {
@@ -105,33 +87,6 @@ fn start_agent(dir: &Path, node: &str, federator: SocketAddr) -> Proc {
         ],
         dir,
     )
-}
-
-fn start_alertmanager(dir: &Path) -> (SocketAddr, Proc) {
-    assert!(
-        Path::new(ALERTMANAGER).is_file(),
-        "{ALERTMANAGER} is missing: install the Debian package prometheus-alertmanager (.ci/run does)"
-    );
-    let work = dir.join("alertmanager");
-    std::fs::create_dir(&work).unwrap();
-    std::fs::write(
-        work.join("am.yml"),
-        "route: {receiver: 'null'}\nreceivers: [{name: 'null'}]\n",
-    )
-    .unwrap();
-    let addr = free_addr();
-    let proc = Proc::start(
-        "alertmanager",
-        Path::new(ALERTMANAGER),
-        &[
-            format!("--config.file={}", work.join("am.yml").display()),
-            format!("--storage.path={}", work.join("data").display()),
-            format!("--web.listen-address={addr}"),
-            "--cluster.listen-address=".into(),
-        ],
-        dir,
-    );
-    (addr, proc)
 }
 
 fn cluster<'a>(clusters: &'a Value, name: &str) -> Option<&'a Value> {
@@ -173,7 +128,7 @@ fn ids(path: &Path, cluster: Option<&str>) -> BTreeMap<(String, u64), usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clusters_forward_to_a_global_federator_and_a_cut_link_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let target = http_target().await;
+    let (target, _target_task) = http_target().await;
     let checks = write_checks(dir.path(), target);
     let empty = dir.path().join("global-checks");
     std::fs::create_dir(&empty).unwrap();
@@ -523,7 +478,7 @@ impl Pki {
 async fn a_cluster_links_over_mutual_tls_under_its_certificates_name() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let target = http_target().await;
+    let (target, _target_task) = http_target().await;
     let checks = write_checks(dir.path(), target);
     let empty = dir.path().join("global-checks");
     std::fs::create_dir(&empty).unwrap();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use vigil_e2e::{Proc, bin, free_addr, get_json, read_results, wait_for};
+use vigil_e2e::{Proc, bin, free_addr, get_json, read_results, serve_args, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -73,17 +73,8 @@ async fn check_fails_and_federator_crash_loses_no_result() {
     let http = free_addr();
     let grpc = free_addr();
     let results = dir.path().join("results.jsonl");
-    let fed_args: Vec<String> = vec![
-        "serve".into(),
-        "--checks".into(),
-        checks.display().to_string(),
-        "--listen".into(),
-        http.to_string(),
-        "--grpc-listen".into(),
-        grpc.to_string(),
-        "--results".into(),
-        results.display().to_string(),
-    ];
+    let mut fed_args = serve_args(&checks, http, grpc);
+    fed_args.extend(["--results".into(), results.display().to_string()]);
     let mut federator = Proc::start("federator", &bin("vigil-federator"), &fed_args, dir.path());
     let mut agent = Proc::start(
         "agent",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use vigil_e2e::kafka::{Tansu, read_topic, seq_report};
 use vigil_e2e::proxy::CuttingProxy;
-use vigil_e2e::{Proc, bin, free_addr, metric_value, wait_for};
+use vigil_e2e::{Proc, bin, free_addr, metric_value, serve_args, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "healthcheck-results";
@@ -58,18 +58,12 @@ impl Federator {
     /// With its gRPC listener at `grpc` (an address an agent is already pointed at).
     fn start_at(dir: &Path, checks: &Path, brokers: &str, grpc: SocketAddr) -> Self {
         let http = free_addr();
-        let args: Vec<String> = vec![
-            "serve".into(),
-            "--checks".into(),
-            checks.display().to_string(),
-            "--listen".into(),
-            http.to_string(),
-            "--grpc-listen".into(),
-            grpc.to_string(),
+        let mut args = serve_args(checks, http, grpc);
+        args.extend([
             "--no-results-file".into(),
             "--kafka-brokers".into(),
             brokers.to_owned(),
-        ];
+        ]);
         let proc = Proc::start("federator", &bin("vigil-federator"), &args, dir);
         Self {
             args,

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::model::{self, Alert, LastResult};
 use super::sender::{self, MAX_BATCH};
 use super::{Config, ENDS_AT_INTERVALS, Event, RESOLVED_RESEND_FOR, node};
+use crate::federation::ClusterSilence;
 use crate::hub::{CheckDef, Hub, now_unix_nanos};
 use crate::metrics::Metrics;
 use crate::record::rfc3339;
@@ -34,7 +35,7 @@ enum Kind {
     Node(String),
     /// An agent (`VigilAgentSilent`, the key's target is the agent id) or a cluster
     /// (`VigilClusterSilent`, no target): fired and resolved by silence, not by state.
-    Agent,
+    Silence,
 }
 
 /// The firing and recently resolved alerts, owned by the notifier task.
@@ -170,7 +171,8 @@ impl Table {
         })
     }
 
-    /// Fires and resolves VigilAgentSilent from the agents connected now.
+    /// Fires and resolves VigilAgentSilent from the agents connected now, and
+    /// VigilClusterSilent for clusters that forward here.
     fn check_silence(&mut self) {
         let changes = self.silence.observe(
             &self.hub.agents(),
@@ -191,71 +193,66 @@ impl Table {
                         self.silence.after(),
                         &self.config.external_url,
                     );
-                    self.alerts.insert(
-                        key.clone(),
-                        Tracked {
-                            alert,
-                            resolved_at: None,
-                            kind: Kind::Agent,
-                        },
-                    );
-                    changed.push(key);
+                    changed.push(self.fire_silence(key, alert));
                 }
                 node::SilenceChange::Resolve { key } => {
-                    if let Some(t) = self.alerts.get_mut(&key)
-                        && t.resolved_at.is_none()
-                    {
+                    if self.resolve_silence(&key) {
                         tracing::info!(agent = %key.target, node = %key.node, cluster = %key.cluster, "agent back; alert resolved");
-                        t.resolved_at = Some(now_unix_nanos());
                         changed.push(key);
                     }
                 }
             }
         }
-        self.check_cluster_silence(&mut changed);
-        self.send(changed);
-    }
-
-    /// Fires and resolves VigilClusterSilent for clusters that forward here.
-    fn check_cluster_silence(&mut self, changed: &mut Vec<StateKey>) {
-        let Some(federation) = self.config.federation.clone() else {
-            return;
-        };
-        for c in federation.silence() {
-            match c {
-                crate::federation::ClusterSilence::Fire {
-                    cluster,
-                    last_seen_unix_nanos,
-                } => {
-                    tracing::warn!(%cluster, "cluster silent; alert firing");
-                    let key = node::cluster_silent_key(&cluster);
-                    let alert = node::cluster_silent(
-                        &cluster,
+        if let Some(federation) = self.config.federation.clone() {
+            for c in federation.silence() {
+                match c {
+                    ClusterSilence::Fire {
+                        cluster,
                         last_seen_unix_nanos,
-                        federation.silent_after(),
-                        &self.config.external_url,
-                    );
-                    self.alerts.insert(
-                        key.clone(),
-                        Tracked {
-                            alert,
-                            resolved_at: None,
-                            kind: Kind::Agent,
-                        },
-                    );
-                    changed.push(key);
-                }
-                crate::federation::ClusterSilence::Resolve { cluster } => {
-                    let key = node::cluster_silent_key(&cluster);
-                    if let Some(t) = self.alerts.get_mut(&key)
-                        && t.resolved_at.is_none()
-                    {
-                        tracing::info!(%cluster, "cluster heard from again; alert resolved");
-                        t.resolved_at = Some(now_unix_nanos());
-                        changed.push(key);
+                    } => {
+                        tracing::warn!(%cluster, "cluster silent; alert firing");
+                        let alert = node::cluster_silent(
+                            &cluster,
+                            last_seen_unix_nanos,
+                            federation.silent_after(),
+                            &self.config.external_url,
+                        );
+                        changed.push(self.fire_silence(node::cluster_silent_key(&cluster), alert));
+                    }
+                    ClusterSilence::Resolve { cluster } => {
+                        let key = node::cluster_silent_key(&cluster);
+                        if self.resolve_silence(&key) {
+                            tracing::info!(%cluster, "cluster heard from again; alert resolved");
+                            changed.push(key);
+                        }
                     }
                 }
             }
+        }
+        self.send(changed);
+    }
+
+    /// Starts tracking a silence alert; returns its key for sending.
+    fn fire_silence(&mut self, key: StateKey, alert: Alert) -> StateKey {
+        self.alerts.insert(
+            key.clone(),
+            Tracked {
+                alert,
+                resolved_at: None,
+                kind: Kind::Silence,
+            },
+        );
+        key
+    }
+
+    /// Resolves a firing silence alert; false when it was not firing.
+    fn resolve_silence(&mut self, key: &StateKey) -> bool {
+        match self.alerts.get_mut(key) {
+            Some(t) if t.resolved_at.is_none() => {
+                t.resolved_at = Some(now_unix_nanos());
+                true
+            }
+            _ => false,
         }
     }
 
@@ -278,7 +275,7 @@ impl Table {
             .collect();
         let deep_checks = Arc::clone(&self.config.deep_checks);
         for (key, tracked) in &mut self.alerts {
-            if tracked.resolved_at.is_some() || tracked.kind == Kind::Agent {
+            if tracked.resolved_at.is_some() || tracked.kind == Kind::Silence {
                 continue;
             }
             match live.get(key) {

@@ -22,7 +22,6 @@ use crate::state::{AGENT_OWNED_PREFIX, Counts, Health, State, TargetState};
 /// One cluster's part of the picture: where its checks and state live.
 struct Slice {
     name: String,
-    local: bool,
     connected: bool,
     silent: bool,
     last_seen_unix_nanos: i64,
@@ -181,7 +180,6 @@ fn slices(api: &Api) -> Vec<Slice> {
             }
         }
         out.push(Slice {
-            local: true,
             connected: true,
             silent: false,
             last_seen_unix_nanos: now_unix_nanos(),
@@ -196,17 +194,9 @@ fn slices(api: &Api) -> Vec<Slice> {
             name,
         });
     }
-    let views: HashMap<String, crate::federation::RemoteView> = api
-        .federation
-        .views()
-        .into_iter()
-        .map(|v| (v.name.clone(), v))
-        .collect();
     for r in remotes {
-        let Some(view) = views.get(&r.name) else {
-            continue;
-        };
-        out.push(remote_slice(r, view));
+        let view = api.federation.view(&r);
+        out.push(remote_slice(r, &view));
     }
     out
 }
@@ -231,7 +221,6 @@ fn remote_slice(r: Arc<Remote>, view: &crate::federation::RemoteView) -> Slice {
     }
     Slice {
         name: r.name.clone(),
-        local: false,
         connected: view.connected,
         silent: view.silent,
         last_seen_unix_nanos: view.last_seen_unix_nanos,
@@ -350,7 +339,7 @@ pub async fn clusters(AxumState(api): AxumState<Api>) -> Response {
             let nodes: BTreeSet<&str> = s.agents.iter().map(|(_, n)| n.as_str()).collect();
             ClusterView {
                 name: s.name.clone(),
-                local: s.local,
+                local: matches!(s.source, Source::Local(_)),
                 connected: s.connected,
                 silent: s.silent,
                 state,
@@ -581,27 +570,23 @@ pub async fn check(
         )
             .into_response();
     };
-    let local_defs: HashMap<String, ClusterCheck> = api
+    let local_def = api
         .hub
         .checks()
         .iter()
-        .filter(|d| d.spec.id == id)
-        .map(|d| (d.spec.id.clone(), crate::upstream::cluster_check(d)))
-        .collect();
+        .find(|d| d.spec.id == id)
+        .map(crate::upstream::cluster_check);
     let mut clusters = Vec::new();
     let mut results: Vec<ResultRecord> = Vec::new();
     for s in &slices {
         let cell = s.cell(&id);
-        let definition = if s.local {
-            local_defs.get(&id).and_then(Definition::of)
-        } else {
-            api.federation.get(&s.name).and_then(|r| {
-                r.with_checks(|cs| {
-                    cs.iter()
-                        .find(|c| c.spec.as_ref().is_some_and(|sp| sp.id == id))
-                        .and_then(Definition::of)
-                })
-            })
+        let definition = match &s.source {
+            Source::Local(_) => local_def.as_ref().and_then(Definition::of),
+            Source::Remote(r) => r.with_checks(|cs| {
+                cs.iter()
+                    .find(|c| c.spec.as_ref().is_some_and(|sp| sp.id == id))
+                    .and_then(Definition::of)
+            }),
         };
         clusters.push(ClusterBreakdown {
             cluster: s.name.clone(),

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status, Streaming};
-use vigil_proto::{AgentMessage, Hello, MAX_BATCH_RESULTS, ResultBatch, agent_message};
+use tonic::{Request, Response, Status, Streaming};
+use vigil_proto::{AgentMessage, Hello, MAX_BATCH_RESULTS, ResultBatch};
 
-use super::{ACKS_IN_FLIGHT, ConnectStream, FederatorService, Ledger, send_acks};
+use super::{ACKS_IN_FLIGHT, ConnectStream, FederatorService, Ledger, Next, send_acks};
 use crate::federation::{Peer, Remote, certificate_cluster, link_id, link_identity};
 use crate::pipeline::Durable;
 
@@ -51,47 +51,13 @@ impl FederatorService {
         tokio::spawn(async move {
             let mut last_batch = hello.last_acked_seq;
             let end: Option<Status> = loop {
-                let msg = tokio::select! {
-                    m = inbound.message() => m,
-                    () = replaced.cancelled() => break Some(Status::aborted("link closed by the federator: a newer link of the same cluster replaced it")),
-                };
-                let batch = match msg {
-                    Ok(Some(AgentMessage {
-                        msg: Some(agent_message::Msg::Results(b)),
-                    })) => b,
-                    Ok(Some(AgentMessage {
-                        msg: Some(agent_message::Msg::ClusterState(s)),
-                    })) => {
+                let batch = match svc.next_message(&mut inbound, &replaced, &id).await {
+                    Next::Results(b) => b,
+                    Next::ClusterState(s) => {
                         remote.set_cluster_state(s);
                         continue;
                     }
-                    Ok(Some(AgentMessage {
-                        msg: Some(agent_message::Msg::Hello(_)),
-                    })) => {
-                        break Some(svc.reject(
-                            "second_hello",
-                            Status::invalid_argument("Hello may only be sent once per stream"),
-                        ));
-                    }
-                    Ok(Some(AgentMessage { msg: None })) => {
-                        break Some(svc.reject(
-                            "empty_message",
-                            Status::invalid_argument("AgentMessage without a message"),
-                        ));
-                    }
-                    Ok(None) => break None,
-                    Err(status)
-                        if matches!(
-                            status.code(),
-                            Code::OutOfRange | Code::Internal | Code::ResourceExhausted
-                        ) =>
-                    {
-                        break Some(svc.reject("bad_message", status));
-                    }
-                    Err(status) => {
-                        tracing::info!(%cluster, %status, "cluster link ended");
-                        break None;
-                    }
+                    Next::End(status) => break status,
                 };
                 let count = batch.results.len();
                 match svc

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use vigil_e2e::{Proc, bin, free_addr, wait_for};
+use vigil_e2e::{Proc, bin, free_addr, serve_args, wait_for};
 use vigil_proto::federator_client::FederatorClient;
 use vigil_proto::{
     AgentMessage, CheckSpec, ClusterAgent, ClusterCheck, ClusterState, Hello, Outcome, ProbeResult,
@@ -59,18 +59,15 @@ async fn main() {
         "global",
         &bin("vigil-federator"),
         &[
-            "serve".into(),
-            "--checks".into(),
-            checks.display().to_string(),
-            "--listen".into(),
-            http.to_string(),
-            "--grpc-listen".into(),
-            grpc.to_string(),
-            "--results".into(),
-            dir.path().join("global.jsonl").display().to_string(),
-            "--cluster-silent-after".into(),
-            "1h".into(),
-        ],
+            serve_args(&checks, http, grpc),
+            vec![
+                "--results".into(),
+                dir.path().join("global.jsonl").display().to_string(),
+                "--cluster-silent-after".into(),
+                "1h".into(),
+            ],
+        ]
+        .concat(),
         dir.path(),
     );
     let pid = global.child.id();

@@ -23,7 +23,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use vigil_e2e::kafka::Tansu;
 use vigil_e2e::loadgen::{self, LoadConfig};
-use vigil_e2e::{Proc, bin, free_addr};
+use vigil_e2e::{Proc, bin, free_addr, serve_args};
 
 const AGENTS: usize = 100;
 
@@ -134,17 +134,14 @@ async fn start_federator(dir: &std::path::Path, brokers: &str) -> Fed {
         "vigil-federator",
         &bin("vigil-federator"),
         &[
-            "serve".into(),
-            "--checks".into(),
-            checks.display().to_string(),
-            "--listen".into(),
-            http.to_string(),
-            "--grpc-listen".into(),
-            grpc.to_string(),
-            "--no-results-file".into(),
-            "--kafka-brokers".into(),
-            brokers.to_owned(),
-        ],
+            serve_args(&checks, http, grpc),
+            vec![
+                "--no-results-file".into(),
+                "--kafka-brokers".into(),
+                brokers.to_owned(),
+            ],
+        ]
+        .concat(),
         dir,
     );
     let client = reqwest::Client::new();

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use super::{repo, stack};
+use super::repo;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 const RULES: &str = "manifests/prometheus/vigil-rules.yaml";
@@ -14,7 +14,7 @@ const RULE_TESTS: &str = "manifests/prometheus/tests/vigil-rules.test.yaml";
 const PROMETHEUS_RULE: &str = "manifests/prometheus/prometheusrule.yaml";
 
 fn promtool(args: &[&str]) -> String {
-    let program = stack::require(PROMTOOL, "prometheus");
+    let program = vigil_e2e::require(PROMTOOL, "prometheus");
     let out = Command::new(program)
         .args(args)
         .current_dir(repo())

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_e2e::kafka::Tansu;
-use vigil_e2e::{Proc, bin, free_addr, wait_for};
+use vigil_e2e::{Proc, bin, free_addr, http_target, require, start_alertmanager, wait_for};
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
-const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The values the test gives the dashboards' template variables.
@@ -27,26 +26,6 @@ pub struct Stack {
     _kmsg: std::fs::File,
     _procs: Vec<Proc>,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// A program the test needs, or a failure naming the Debian package that brings it.
-pub fn require(path: &str, package: &str) -> PathBuf {
-    let p = PathBuf::from(path);
-    assert!(
-        p.is_file(),
-        "{path} is missing: install the Debian package {package} (`apt-get install {package}`; .ci/run does)"
-    );
-    p
-}
-
-async fn http_target() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (addr, task)
 }
 
 /// A TLS server with a self-signed certificate for `localhost`: the handshake is all it does.
@@ -115,30 +94,6 @@ fn write_checks(dir: &Path, web: SocketAddr, tls: SocketAddr) -> PathBuf {
     ];
     std::fs::write(checks.join("shop.yaml"), docs.join("---\n")).unwrap();
     checks
-}
-
-fn start_alertmanager(dir: &Path) -> (SocketAddr, Proc) {
-    let program = require(ALERTMANAGER, "prometheus-alertmanager");
-    let work = dir.join("alertmanager");
-    std::fs::create_dir(&work).unwrap();
-    std::fs::write(
-        work.join("am.yml"),
-        "route: {receiver: 'null'}\nreceivers: [{name: 'null'}]\n",
-    )
-    .unwrap();
-    let addr = free_addr();
-    let proc = Proc::start(
-        "alertmanager",
-        &program,
-        &[
-            format!("--config.file={}", work.join("am.yml").display()),
-            format!("--storage.path={}", work.join("data").display()),
-            format!("--web.listen-address={addr}"),
-            "--cluster.listen-address=".into(),
-        ],
-        dir,
-    );
-    (addr, proc)
 }
 
 /// The agent's node diagnostics read the kernel log from a FIFO the test writes to.
