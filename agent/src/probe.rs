@@ -9,7 +9,7 @@ pub mod tcp;
 pub mod tls;
 pub mod tls_client;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -42,8 +42,8 @@ pub struct Attempt {
 pub struct AttemptNotes {
     pub phase: &'static str,
     /// The proto's own map types, so the result takes them without copying.
-    pub details: HashMap<String, String>,
-    pub values: HashMap<String, f64>,
+    pub details: BTreeMap<String, String>,
+    pub values: BTreeMap<String, f64>,
 }
 
 impl Attempt {

@@ -222,11 +222,12 @@ impl FederatorService {
                 ));
             }
             *last_seq = r.seq;
-            r.agent_id = agent_id.to_owned();
+            // Agents name themselves in every result already; rewritten only when they differ.
+            set_if_different(&mut r.agent_id, agent_id);
             if !node.is_empty() {
-                r.node = node.to_owned();
+                set_if_different(&mut r.node, node);
             }
-            r.cluster = cluster.to_owned();
+            set_if_different(&mut r.cluster, cluster);
         }
         let Some(ack_seq) = results.last().map(|r| r.seq) else {
             let durable = *ledger.durable.borrow();
@@ -295,6 +296,13 @@ impl FederatorService {
             Ok(())
         });
         Ok((ack_seq, durable))
+    }
+}
+
+fn set_if_different(field: &mut String, value: &str) {
+    if field != value {
+        field.clear();
+        field.push_str(value);
     }
 }
 

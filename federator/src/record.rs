@@ -12,7 +12,7 @@ pub use json::write_json;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One result, self-describing: `(agent, seq)` identifies it everywhere.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResultRecord {
     pub schema: u32,
     pub agent: String,
@@ -65,6 +65,58 @@ impl ResultRecord {
     }
 }
 
+impl ResultRecord {
+    /// Becomes the record of `r`, reusing the strings and maps it already holds: the state
+    /// keeps one record per target and per history slot and rewrites them on every result, so
+    /// a steady stream of results allocates nothing here.
+    pub fn fill_from(&mut self, r: &ProbeResult) {
+        self.schema = SCHEMA_VERSION;
+        self.agent.clone_from(&r.agent_id);
+        self.seq = r.seq;
+        self.check.clone_from(&r.check_id);
+        self.target.clone_from(&r.target);
+        self.cluster.clone_from(&r.cluster);
+        self.node.clone_from(&r.node);
+        self.scope.clone_from(&r.scope);
+        self.start.clear();
+        // ASCII digits and punctuation only.
+        self.start.push_str(
+            std::str::from_utf8(&json::rfc3339_bytes(r.start_unix_nanos)).unwrap_or_default(),
+        );
+        self.start_unix_nanos = r.start_unix_nanos;
+        self.latency_seconds = r.latency_nanos as f64 / 1e9;
+        self.outcome.clear();
+        self.outcome.push_str(r.outcome().name());
+        self.reason.clone_from(&r.reason);
+        self.attempt = r.attempt;
+        refill(&mut self.details, &r.details, |to, from| {
+            to.clone_from(from)
+        });
+        refill(&mut self.values, &r.values, |to, from| *to = *from);
+    }
+}
+
+/// Makes `to` hold what `from` holds, updating values in place when the keys are the same
+/// (a probe reports the same details every run), rebuilding otherwise.
+fn refill<'a, V: Clone + 'a>(
+    to: &mut BTreeMap<String, V>,
+    from: impl IntoIterator<Item = (&'a String, &'a V)> + Clone,
+    set: impl Fn(&mut V, &V),
+) {
+    let same_keys = from.clone().into_iter().count() == to.len()
+        && from.clone().into_iter().all(|(k, _)| to.contains_key(k));
+    if same_keys {
+        for (k, v) in from {
+            if let Some(slot) = to.get_mut(k) {
+                set(slot, v);
+            }
+        }
+    } else {
+        to.clear();
+        to.extend(from.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
 /// RFC 3339 with nanoseconds; times before 1970 are clamped to the epoch.
 pub fn rfc3339(unix_nanos: i64) -> String {
     String::from_utf8(json::rfc3339_bytes(unix_nanos).to_vec()).expect("ASCII")
@@ -93,5 +145,40 @@ mod tests {
         assert_eq!(json["outcome"], "FAILURE");
         assert_eq!(json["start"], "2023-11-14T22:13:20.123456789Z");
         assert_eq!(json["latency_seconds"], 0.0015);
+    }
+
+    #[test]
+    fn a_refilled_record_equals_a_fresh_one() {
+        let first = ProbeResult {
+            agent_id: "node-a-1".into(),
+            seq: 1,
+            check_id: "shop/web".into(),
+            target: "https://shop/health".into(),
+            outcome: vigil_proto::Outcome::Failure as i32,
+            reason: "status 503".into(),
+            details: [("status_code".into(), "503".into())].into(),
+            values: [("connect_seconds".into(), 0.1)].into(),
+            ..Default::default()
+        };
+        let same_keys = ProbeResult {
+            seq: 2,
+            outcome: vigil_proto::Outcome::Success as i32,
+            reason: String::new(),
+            details: [("status_code".into(), "200".into())].into(),
+            values: [("connect_seconds".into(), 0.2)].into(),
+            ..first.clone()
+        };
+        let other_keys = ProbeResult {
+            seq: 3,
+            node: "node-b".into(),
+            details: [("tls_version".into(), "TLS 1.3".into())].into(),
+            values: Default::default(),
+            ..first.clone()
+        };
+        let mut record = ResultRecord::default();
+        for r in [&first, &same_keys, &other_keys, &first] {
+            record.fill_from(r);
+            assert_eq!(record, ResultRecord::from_proto(r), "after seq {}", r.seq);
+        }
     }
 }

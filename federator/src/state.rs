@@ -11,6 +11,10 @@ use vigil_proto::{Outcome, ProbeResult};
 
 use crate::record::ResultRecord;
 
+/// The state's maps are looked up once per result; foldhash (seeded per process) costs a
+/// fraction of SipHash on these short string keys.
+type Fast = foldhash::fast::RandomState;
+
 /// Results kept per check for `/api/v1/results`.
 pub const HISTORY_PER_CHECK: usize = 200;
 
@@ -108,16 +112,9 @@ fn serialize_record<S: serde::Serializer>(
 }
 
 impl TargetState {
-    /// Folds in a result (not older than the last one) and returns the new health if it
-    /// changed.
-    fn observe(
-        &mut self,
-        record: Arc<ResultRecord>,
-        ok: bool,
-        now: i64,
-        rules: &CheckRules,
-    ) -> Option<Health> {
-        self.last = record;
+    /// Folds in a result (not older than the last one, already in `last`) and returns the new
+    /// health if it changed.
+    fn observe(&mut self, ok: bool, now: i64, rules: &CheckRules) -> Option<Health> {
         if ok {
             self.consecutive_successes += 1;
             self.consecutive_failures = 0;
@@ -236,7 +233,7 @@ struct CheckEntry {
     /// Hashed, not ordered: applying a result looks its target up, and a search through an
     /// ordered map of a busy check's targets (long keys sharing their prefixes) cost a fifth
     /// of the whole ingest. Readers sort what they return.
-    targets: HashMap<StateKey, TargetState>,
+    targets: HashMap<StateKey, TargetState, Fast>,
     /// Per cluster, how many of `targets` are in each health (kept on every change).
     counts: BTreeMap<String, Counts>,
     history: VecDeque<Arc<ResultRecord>>,
@@ -245,7 +242,7 @@ struct CheckEntry {
 /// All live state, behind one lock held only for map updates.
 #[derive(Default)]
 pub struct State {
-    checks: Mutex<HashMap<String, CheckEntry>>,
+    checks: Mutex<HashMap<String, CheckEntry, Fast>>,
     /// A generation bumped on every health transition and every change of the check set.
     changes: watch::Sender<u64>,
 }
@@ -258,7 +255,7 @@ impl State {
         rules: impl IntoIterator<Item = (String, CheckRules)>,
     ) -> Vec<StateKey> {
         let mut checks = self.checks.lock().unwrap();
-        let mut fresh: HashMap<String, CheckEntry> = HashMap::new();
+        let mut fresh: HashMap<String, CheckEntry, Fast> = HashMap::default();
         let mut dropped = Vec::new();
         for (id, r) in rules {
             let mut entry = checks.remove(&id).unwrap_or_default();
@@ -315,11 +312,15 @@ impl State {
             result.scope.clear();
             result.scope.push_str(scope);
         }
-        let record = Arc::new(ResultRecord::from_proto(result));
-        if entry.history.len() == HISTORY_PER_CHECK {
-            entry.history.pop_front();
-        }
-        entry.history.push_back(Arc::clone(&record));
+        // The oldest record makes room and is rewritten in place (unless a reader still holds
+        // it): no allocation per result once the history is full.
+        let mut slot = if entry.history.len() == HISTORY_PER_CHECK {
+            entry.history.pop_front().unwrap_or_default()
+        } else {
+            Arc::default()
+        };
+        Arc::make_mut(&mut slot).fill_from(result);
+        entry.history.push_back(slot);
 
         let node = if rules.node_scoped { &result.node } else { "" };
         let parts = (
@@ -337,8 +338,9 @@ impl State {
                     return None; // a late result from an agent that no longer runs this check
                 }
                 let from = target.state;
+                Arc::make_mut(&mut target.last).fill_from(result);
                 target
-                    .observe(record, ok, now, &rules)
+                    .observe(ok, now, &rules)
                     .map(|to| (from, to, target.key.clone()))
             }
             None => {
@@ -360,10 +362,10 @@ impl State {
                     consecutive_successes: 0,
                     since_unix_nanos: now,
                     failing_since_unix_nanos: None,
-                    last: Arc::clone(&record),
+                    last: Arc::new(ResultRecord::from_proto(result)),
                 };
                 let change = fresh
-                    .observe(record, ok, now, &rules)
+                    .observe(ok, now, &rules)
                     .map(|to| (Health::Unknown, to, key.clone()));
                 entry.targets.insert(key, fresh);
                 change

@@ -9,6 +9,9 @@ fn generated_code_matches_proto_files() {
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc");
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // Results' (and findings') maps decode into BTreeMaps: no hasher to seed per result, and key
+    // order for free where records are written (JSON with sorted keys).
+    config.btree_map([".vigil.v1.ProbeResult", ".vigil.v1.DeepCheckFinding"]);
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -96,9 +96,12 @@ pub async fn run(config: LoadConfig) -> LoadReport {
 }
 
 /// Every result an agent sends is this one with its seq, start time and target filled in.
-fn template(config: &LoadConfig) -> ProbeResult {
+/// Like the real agent's, each result names its agent and node.
+fn template(config: &LoadConfig, agent_id: &str, node: &str) -> ProbeResult {
     ProbeResult {
         check_id: config.check_id.clone(),
+        agent_id: agent_id.to_owned(),
+        node: node.to_owned(),
         latency_nanos: 1_250_000,
         outcome: 1,
         attempt: 1,
@@ -139,6 +142,7 @@ fn encode_batch(
 
 async fn one_agent(config: &LoadConfig, n: usize) -> Result<LoadReport, String> {
     let agent_id = format!("{}-{n}", config.agent_prefix);
+    let node = format!("load-node-{n}");
     let channel = tonic::transport::Endpoint::from_shared(config.federator.clone())
         .map_err(|e| e.to_string())?
         .tcp_nodelay(true)
@@ -149,7 +153,7 @@ async fn one_agent(config: &LoadConfig, n: usize) -> Result<LoadReport, String> 
     tx.send(Outgoing::Message(AgentMessage {
         msg: Some(agent_message::Msg::Hello(Hello {
             agent_id: agent_id.clone(),
-            node: format!("load-node-{n}"),
+            node: node.clone(),
             version: "loadgen".into(),
             ..Default::default()
         })),
@@ -205,7 +209,7 @@ async fn one_agent(config: &LoadConfig, n: usize) -> Result<LoadReport, String> 
 
     let per_agent_rate = config.rate.map(|r| r / config.agents as f64);
     let batch_every = per_agent_rate.map(|r| Duration::from_secs_f64(config.batch as f64 / r));
-    let mut template = template(config);
+    let mut template = template(config, &agent_id, &node);
     let targets: Vec<String> = (0..TARGETS)
         .map(|i| format!("http://10.0.{}.{}:8080/healthz", i % 7, i % 50))
         .collect();

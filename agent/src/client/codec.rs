@@ -108,7 +108,7 @@ impl Decoder for FederatorDecoder {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     use bytes::Bytes;
     use vigil_proto::{Outcome, ProbeResult, ResultBatch, agent_message};
@@ -125,8 +125,8 @@ mod tests {
             outcome: Outcome::Failure as i32,
             reason: reason.into(),
             attempt: 2,
-            details: HashMap::from([("status_code".into(), "503".into())]),
-            values: HashMap::from([("phase_connect_seconds".into(), 0.0012)]),
+            details: BTreeMap::from([("status_code".into(), "503".into())]),
+            values: BTreeMap::from([("phase_connect_seconds".into(), 0.0012)]),
             ..Default::default()
         }
     }

@@ -1,7 +1,7 @@
 //! Runs each diagnostic on its own interval in the blocking pool under a time limit, turns its
 //! findings into `node/<name>` results in the outbox, and keeps the node-problem metrics.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -136,7 +136,7 @@ pub fn to_result(
     start_unix_nanos: i64,
     latency: Duration,
 ) -> ProbeResult {
-    let mut details: HashMap<String, String> = f.details.into_iter().collect();
+    let mut details: BTreeMap<String, String> = f.details.into_iter().collect();
     if f.outcome == Outcome::Failure
         && let Some(p) = f.problem
     {

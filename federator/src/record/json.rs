@@ -3,7 +3,7 @@
 //! building an owned record (a dozen allocations) to serialize it through serde cost more than
 //! handing the record to Kafka.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use vigil_proto::ProbeResult;
 
@@ -46,11 +46,11 @@ pub fn write_json(r: &ProbeResult, out: &mut Vec<u8>) {
     unsigned(u64::from(r.attempt), out);
     if !r.details.is_empty() {
         out.extend_from_slice(b",\"details\":");
-        sorted_map(&r.details, out, |v, out| string(v, out));
+        object(&r.details, out, |v, out| string(v, out));
     }
     if !r.values.is_empty() {
         out.extend_from_slice(b",\"values\":");
-        sorted_map(&r.values, out, |v, out| float(*v, out));
+        object(&r.values, out, |v, out| float(*v, out));
     }
     out.push(b'}');
 }
@@ -115,31 +115,20 @@ fn float(v: f64, out: &mut Vec<u8>) {
     serde_json::to_writer(out, &v).expect("a Vec grows");
 }
 
-/// A protobuf map written in key order, as a `BTreeMap` is.
-fn sorted_map<V>(
-    map: &HashMap<String, V>,
+/// A map as a JSON object, in key order (the proto's maps are `BTreeMap`s, as the record's are).
+fn object<V>(
+    map: &BTreeMap<String, V>,
     out: &mut Vec<u8>,
     mut value: impl FnMut(&V, &mut Vec<u8>),
 ) {
     out.push(b'{');
-    let mut entry = |i: usize, k: &str, v: &V, out: &mut Vec<u8>| {
+    for (i, (k, v)) in map.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         string(k, out);
         out.push(b':');
         value(v, out);
-    };
-    if map.len() == 1 {
-        for (k, v) in map {
-            entry(0, k, v, out);
-        }
-    } else {
-        let mut entries: Vec<(&String, &V)> = map.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (i, (k, v)) in entries.into_iter().enumerate() {
-            entry(i, k, v, out);
-        }
     }
     out.push(b'}');
 }

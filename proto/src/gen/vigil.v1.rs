@@ -357,14 +357,17 @@ pub struct ProbeResult {
     #[prost(uint32, tag = "11")]
     pub attempt: u32,
     /// Text details: status_code, resolved_ip, http_version, tls_version, ...
-    #[prost(map = "string, string", tag = "12")]
-    pub details: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "12")]
+    pub details: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
     /// Numeric measurements: phase durations in seconds, cert expiry as Unix seconds, ...
-    #[prost(map = "string, double", tag = "13")]
-    pub values: ::std::collections::HashMap<::prost::alloc::string::String, f64>,
+    #[prost(btree_map = "string, double", tag = "13")]
+    pub values: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        f64,
+    >,
     /// The check scope: "node" when the check runs on every node, "cluster" otherwise.
     #[prost(string, tag = "14")]
     pub scope: ::prost::alloc::string::String,
@@ -450,13 +453,16 @@ pub struct DeepCheckFinding {
     pub outcome: i32,
     #[prost(string, tag = "3")]
     pub summary: ::prost::alloc::string::String,
-    #[prost(map = "string, string", tag = "4")]
-    pub details: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub details: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
-    #[prost(map = "string, double", tag = "5")]
-    pub values: ::std::collections::HashMap<::prost::alloc::string::String, f64>,
+    #[prost(btree_map = "string, double", tag = "5")]
+    pub values: ::prost::alloc::collections::BTreeMap<
+        ::prost::alloc::string::String,
+        f64,
+    >,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -9,7 +9,7 @@
 //!  target/release/federation-bench [CLUSTERS] [NODES] [CHECKS] [ROUNDS]`
 //! Targets (issue 8): RSS < 1 GiB, /api/v1/clusters < 50 ms, page < 1 s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -350,11 +350,11 @@ async fn cluster_link(
                         String::new()
                     },
                     attempt: 1,
-                    details: HashMap::from([(
+                    details: BTreeMap::from([(
                         "resolved_ip".to_owned(),
                         format!("10.0.{}.{}", k % 250, n % 250),
                     )]),
-                    values: HashMap::from([("connect_seconds".to_owned(), 0.0012)]),
+                    values: BTreeMap::from([("connect_seconds".to_owned(), 0.0012)]),
                     scope: "node".into(),
                 });
                 if batch.len() == BATCH {

@@ -39,12 +39,27 @@ async fn main() {
     create_topics(&brokers, &["bench-bare", "healthcheck-results"]).await;
     println!("broker: tansu (memory engine) at {brokers}; {seconds}s per phase, {AGENTS} agents");
 
-    let bare = bare_producer(&brokers, duration).await;
+    let tansu_pid = tansu.proc.child.id();
+    let own_pid = std::process::id();
+    let (bench_cpu, broker_cpu) = (cpu_seconds(own_pid), cpu_seconds(tansu_pid));
+    let (bare, bare_records) = bare_producer(&brokers, duration).await;
     println!("(a) bare rdkafka producer: {bare:>9.0} records/s");
+    println!(
+        "    CPU per record: producer {:.1} µs, broker {:.1} µs",
+        per_record(cpu_seconds(own_pid) - bench_cpu, bare_records),
+        per_record(cpu_seconds(tansu_pid) - broker_cpu, bare_records)
+    );
 
     let fed = start_federator(dir.path(), &brokers).await;
-    let rss = RssSampler::start(fed.child.child.id());
+    let fed_pid = fed.child.child.id();
+    let rss = RssSampler::start(fed_pid);
+    let cpu_before = [fed_pid, own_pid, tansu_pid].map(cpu_seconds);
     let full = loadgen::run(load(&fed_url(&fed), None, duration, "full")).await;
+    let cpu_used: Vec<f64> = [fed_pid, own_pid, tansu_pid]
+        .iter()
+        .zip(cpu_before)
+        .map(|(&pid, before)| cpu_seconds(pid) - before)
+        .collect();
     assert!(full.errors.is_empty(), "load errors: {:?}", full.errors);
     let rate = full.acked_per_second();
     println!(
@@ -52,6 +67,12 @@ async fn main() {
         full.acked, full.sent
     );
     println!("    ratio (b)/(a): {:.2}", rate / bare);
+    println!(
+        "    CPU per result: federator {:.1} µs, load generator {:.1} µs, broker {:.1} µs",
+        per_record(cpu_used[0], full.acked),
+        per_record(cpu_used[1], full.acked),
+        per_record(cpu_used[2], full.acked)
+    );
     println!(
         "    ack latency at full load: p50 {:?}, p99 {:?}",
         full.latency_quantile(0.5),
@@ -185,9 +206,9 @@ async fn create_topics(brokers: &str, topics: &[&str]) {
     }
 }
 
-/// Records per second a bare producer gets confirmed; same settings, key, headers and value
-/// size as the federator's Kafka sink.
-async fn bare_producer(brokers: &str, duration: Duration) -> f64 {
+/// Records per second a bare producer gets confirmed, and how many it sent in all; same
+/// settings, key, headers and value size as the federator's Kafka sink.
+async fn bare_producer(brokers: &str, duration: Duration) -> (f64, u64) {
     // The federator's own producer settings, so the two differ only in what surrounds them,
     // including any VIGIL_KAFKA_OPTIONS override (which the federator reads from the same
     // environment).
@@ -258,7 +279,7 @@ async fn bare_producer(brokers: &str, duration: Duration) -> f64 {
     }
     let elapsed = started.elapsed();
     while pending.next().await.is_some() {}
-    delivered as f64 / elapsed.as_secs_f64()
+    (delivered as f64 / elapsed.as_secs_f64(), seq)
 }
 
 /// A JSON value of the size and shape the federator writes for a load-generator result.
@@ -309,6 +330,28 @@ impl Drop for RssSampler {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// CPU time (user + system) a process has used so far, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) close with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks (USER_HZ, 100).
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+fn per_record(cpu_seconds: f64, records: u64) -> f64 {
+    cpu_seconds * 1e6 / records.max(1) as f64
 }
 
 fn rss_kib(pid: u32) -> u64 {
