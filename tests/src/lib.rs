@@ -108,6 +108,24 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
+/// A loopback address that refuses connections for the rest of this test process: a socket is
+/// bound to it and never listens, so no server started later (on a [`free_addr`]) can take the
+/// port and make a check that must fail pass.
+pub fn refusing_addr() -> SocketAddr {
+    use std::os::fd::IntoRawFd;
+    static ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("loopback"))
+            .expect("bind 127.0.0.1:0");
+        let addr = socket.local_addr().expect("local addr");
+        // Held until the process exits.
+        let _ = socket.into_raw_fd();
+        addr
+    })
+}
+
 /// A child process that is killed when dropped; its stderr goes to a log file.
 pub struct Proc {
     pub name: String,

@@ -13,8 +13,8 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use vigil_e2e::proxy::CuttingProxy;
 use vigil_e2e::{
-    Proc, bin, free_addr, get_json, http_target, read_results, serve_args, start_alertmanager,
-    wait_for,
+    Proc, bin, free_addr, get_json, http_target, read_results, refusing_addr, serve_args,
+    start_alertmanager, wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -38,7 +38,7 @@ fn write_checks(dir: &Path, target: SocketAddr) -> PathBuf {
         doc(
             "down",
             "",
-            &format!("{{tcp: {{address: '{}'}}}}", free_addr()),
+            &format!("{{tcp: {{address: '{}'}}}}", refusing_addr()),
         ),
         doc(
             "reach",
@@ -310,7 +310,7 @@ async fn two_clusters_forward_to_a_global_federator_and_a_cut_link_loses_nothing
         .await;
 
     // 2. East's link goes away (new connections fail too): east is silent, west is not.
-    proxy.set_upstream(free_addr());
+    proxy.set_upstream(refusing_addr());
     proxy.cut();
     wait_for("east reported silent", WAIT, || async {
         let c = get_json(&client, &format!("{api}/clusters")).await?;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_e2e::kafka::Tansu;
-use vigil_e2e::{Proc, bin, free_addr, http_target, require, start_alertmanager, wait_for};
+use vigil_e2e::{
+    Proc, bin, free_addr, http_target, refusing_addr, require, start_alertmanager, wait_for,
+};
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 const WAIT: Duration = Duration::from_secs(60);
@@ -84,7 +86,7 @@ fn write_checks(dir: &Path, web: SocketAddr, tls: SocketAddr) -> PathBuf {
         check(
             "down",
             &format!("{every_second}  failureThreshold: 1\n"),
-            &format!("{{tcp: {{address: '{}'}}}}", free_addr()),
+            &format!("{{tcp: {{address: '{}'}}}}", refusing_addr()),
         ),
         check(
             "refused",
