@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use vigil_proto::ProbeResult;
 
 mod json;
-pub use json::write_json;
+pub use json::{decimal, write_json};
 
 /// The `schema` field of every record; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -40,32 +40,11 @@ pub struct ResultRecord {
 
 impl ResultRecord {
     pub fn from_proto(r: &ProbeResult) -> Self {
-        Self {
-            schema: SCHEMA_VERSION,
-            agent: r.agent_id.clone(),
-            seq: r.seq,
-            check: r.check_id.clone(),
-            target: r.target.clone(),
-            cluster: r.cluster.clone(),
-            node: r.node.clone(),
-            scope: r.scope.clone(),
-            start: rfc3339(r.start_unix_nanos),
-            start_unix_nanos: r.start_unix_nanos,
-            latency_seconds: r.latency_nanos as f64 / 1e9,
-            outcome: r.outcome().name().to_owned(),
-            reason: r.reason.clone(),
-            attempt: r.attempt,
-            details: r
-                .details
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            values: r.values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        }
+        let mut record = Self::default();
+        record.fill_from(r);
+        record
     }
-}
 
-impl ResultRecord {
     /// Becomes the record of `r`, reusing the strings and maps it already holds: the state
     /// keeps one record per target and per history slot and rewrites them on every result, so
     /// a steady stream of results allocates nothing here.
@@ -89,31 +68,20 @@ impl ResultRecord {
         self.outcome.push_str(r.outcome().name());
         self.reason.clone_from(&r.reason);
         self.attempt = r.attempt;
-        refill(&mut self.details, &r.details, |to, from| {
-            to.clone_from(from)
-        });
-        refill(&mut self.values, &r.values, |to, from| *to = *from);
+        refill(&mut self.details, &r.details);
+        refill(&mut self.values, &r.values);
     }
 }
 
 /// Makes `to` hold what `from` holds, updating values in place when the keys are the same
-/// (a probe reports the same details every run), rebuilding otherwise.
-fn refill<'a, V: Clone + 'a>(
-    to: &mut BTreeMap<String, V>,
-    from: impl IntoIterator<Item = (&'a String, &'a V)> + Clone,
-    set: impl Fn(&mut V, &V),
-) {
-    let same_keys = from.clone().into_iter().count() == to.len()
-        && from.clone().into_iter().all(|(k, _)| to.contains_key(k));
-    if same_keys {
-        for (k, v) in from {
-            if let Some(slot) = to.get_mut(k) {
-                set(slot, v);
-            }
+/// (a probe reports the same details every run).
+fn refill<V: Clone>(to: &mut BTreeMap<String, V>, from: &BTreeMap<String, V>) {
+    if to.len() == from.len() && to.keys().eq(from.keys()) {
+        for (slot, v) in to.values_mut().zip(from.values()) {
+            slot.clone_from(v);
         }
     } else {
-        to.clear();
-        to.extend(from.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+        to.clone_from(from);
     }
 }
 

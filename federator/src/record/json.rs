@@ -96,18 +96,21 @@ fn digits(mut n: u64, dst: &mut [u8]) {
     }
 }
 
-fn unsigned(mut n: u64, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 20];
+fn unsigned(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(decimal(n, &mut [0u8; 20]));
+}
+
+/// The decimal digits of `n`, written at the end of `buf`.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
         buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return &buf[at..];
         }
     }
-    out.extend_from_slice(&buf[at..]);
 }
 
 /// serde_json's own number formatting (and `null` for NaN and infinities).

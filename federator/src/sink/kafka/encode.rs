@@ -7,7 +7,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use vigil_proto::ProbeResult;
 
 use super::config::Encoding;
-use crate::record::{SCHEMA_VERSION, write_json};
+use crate::record::{SCHEMA_VERSION, decimal, write_json};
 
 /// The record key of a result.
 pub fn key(r: &ProbeResult) -> String {
@@ -39,19 +39,6 @@ const SCHEMA_HEADER: &str = match SCHEMA_VERSION {
     1 => "1",
     _ => panic!("update SCHEMA_HEADER with SCHEMA_VERSION"),
 };
-
-/// The decimal digits of `n`, written at the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
-}
 
 /// The record headers of a result.
 pub fn headers(r: &ProbeResult, encoding: Encoding) -> OwnedHeaders {
