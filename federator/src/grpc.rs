@@ -9,6 +9,7 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
+use vigil_proto::pool::Results;
 use vigil_proto::{
     Ack, AgentMessage, FederatorMessage, Hello, MAX_BATCH_RESULTS, ProbeResult, ResultBatch,
     agent_message, federator_message::Msg, federator_server::Federator,
@@ -187,8 +188,10 @@ impl FederatorService {
         cluster: &str,
         ledger: &Arc<Ledger>,
         last_seq: &mut u64,
-        mut results: Vec<ProbeResult>,
+        results: Vec<ProbeResult>,
     ) -> Result<(u64, Durable), Status> {
+        // Whatever happens to the batch, its results go back to the decoder's pool.
+        let mut results = Results::from(results);
         if results.len() > MAX_BATCH_RESULTS {
             return Err(self.reject(
                 "batch_too_large",

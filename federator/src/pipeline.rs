@@ -15,7 +15,7 @@ use crate::sink::SinkError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use vigil_proto::ProbeResult;
+use vigil_proto::pool::Results;
 
 use crate::api::Readiness;
 use crate::metrics::Metrics;
@@ -25,12 +25,12 @@ use crate::sink::Sink;
 const QUEUE_BATCHES: usize = 256;
 /// Results taken and not yet written by every sink before submitters wait: the memory bound
 /// when batches are large (a cluster link's hold thousands), where `QUEUE_BATCHES` is not one.
-const QUEUE_RESULTS: usize = 100_000;
+const QUEUE_RESULTS: usize = 30_000;
 /// Results one group commit takes at most (a sink may ask for fewer).
 const GROUP_RESULTS: usize = 20_000;
 
 struct Job {
-    batch: Arc<Vec<ProbeResult>>,
+    batch: Arc<Results>,
     done: oneshot::Sender<()>,
     /// Its results' room in `QUEUE_RESULTS`, given back when every sink is done with it.
     _room: Arc<tokio::sync::OwnedSemaphorePermit>,
@@ -80,7 +80,7 @@ impl Pipeline {
     }
 
     /// Queues a batch on every sink (waiting for room) and returns when it will be durable.
-    pub async fn submit(&self, batch: Arc<Vec<ProbeResult>>) -> Durable {
+    pub async fn submit(&self, batch: Arc<Results>) -> Durable {
         let wanted = u32::try_from(batch.len().clamp(1, QUEUE_RESULTS)).unwrap_or(u32::MAX);
         let Ok(room) = Arc::clone(&self.room).acquire_many_owned(wanted).await else {
             return async { Err(Stopped) }.boxed();
@@ -115,7 +115,7 @@ impl Pipeline {
 /// One group commit in flight: its jobs, its results, and when it started.
 struct Group {
     jobs: Vec<Job>,
-    batches: Vec<Arc<Vec<ProbeResult>>>,
+    batches: Vec<Arc<Results>>,
     count: usize,
     started: std::time::Instant,
 }
@@ -192,7 +192,7 @@ async fn run_sink(
                     }
                 }
                 queue_depth.set(rx.len() as i64);
-                let batches: Vec<Arc<Vec<ProbeResult>>> =
+                let batches: Vec<Arc<Results>> =
                     jobs.iter().map(|j| Arc::clone(&j.batch)).collect();
                 let group = Group { jobs, batches, count, started: std::time::Instant::now() };
                 in_flight.push_back(start(&mut *sink, group));
@@ -215,6 +215,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use futures::FutureExt;
+    use vigil_proto::ProbeResult;
 
     use super::*;
     use crate::sink::SinkError;
@@ -231,7 +232,7 @@ mod tests {
         }
         fn write(
             &mut self,
-            batches: Vec<Arc<Vec<ProbeResult>>>,
+            batches: Vec<Arc<Results>>,
         ) -> BoxFuture<'static, Result<(), SinkError>> {
             let fail = Arc::clone(&self.fail);
             let written = Arc::clone(&self.written);
@@ -266,7 +267,12 @@ mod tests {
             &TaskTracker::new(),
             CancellationToken::new(),
         );
-        let big = || Arc::new(vec![ProbeResult::default(); QUEUE_RESULTS * 2 / 3]);
+        let big = || {
+            Arc::new(Results::from(vec![
+                ProbeResult::default();
+                QUEUE_RESULTS * 2 / 3
+            ]))
+        };
         // The sink fails every write, so the first batch holds its room.
         let first = pipeline.submit(big()).await;
         assert!(
@@ -275,7 +281,7 @@ mod tests {
         );
         assert!(
             pipeline
-                .submit(Arc::new(vec![ProbeResult::default(); 10]))
+                .submit(Arc::new(vec![ProbeResult::default(); 10].into()))
                 .now_or_never()
                 .is_some(),
             "a small batch still fits"
@@ -301,7 +307,7 @@ mod tests {
             &tracker,
             CancellationToken::new(),
         );
-        let batch = Arc::new(vec![
+        let batch = Arc::new(Results::from(vec![
             ProbeResult {
                 seq: 1,
                 ..Default::default()
@@ -310,7 +316,7 @@ mod tests {
                 seq: 2,
                 ..Default::default()
             },
-        ]);
+        ]));
         let mut durable = pipeline.submit(batch).await;
         // The first write fails: not durable, and /readyz says why.
         tokio::task::yield_now().await;

@@ -7,7 +7,7 @@ pub mod kafka;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use vigil_proto::ProbeResult;
+use vigil_proto::pool::Results;
 
 /// Why a sink could not take a batch; the pipeline retries it with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -30,10 +30,7 @@ pub trait Sink: Send + 'static {
     /// Starts delivering every result of every batch, in order; the future completes when all
     /// are durable, or fails as a whole. Whatever must happen in order (handing records to a
     /// producer) happens before this returns, so later writes can start while it completes.
-    fn write(
-        &mut self,
-        batches: Vec<Arc<Vec<ProbeResult>>>,
-    ) -> BoxFuture<'static, Result<(), SinkError>>;
+    fn write(&mut self, batches: Vec<Arc<Results>>) -> BoxFuture<'static, Result<(), SinkError>>;
 
     /// How many writes may be in flight at once (their completions are taken in order).
     fn max_in_flight(&self) -> usize {

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use vigil_proto::federator_client::FederatorClient;
+use vigil_proto::pool::Results;
 use vigil_proto::{
     AgentMessage, ClusterAgent, ClusterCheck, ClusterState, Hello, MAX_MESSAGE_BYTES, ProbeResult,
     ResultBatch, agent_message, federator_message,
@@ -136,7 +137,7 @@ impl Upstream {
         }
     }
 
-    fn push(&self, batches: &[Arc<Vec<ProbeResult>>]) {
+    fn push(&self, batches: &[Arc<Results>]) {
         let mut b = self.buf.lock().unwrap();
         let mut added = 0;
         for batch in batches.iter().filter(|b| !b.is_empty()) {
@@ -258,10 +259,7 @@ impl Sink for UpstreamSink {
         "upstream"
     }
 
-    fn write(
-        &mut self,
-        batches: Vec<Arc<Vec<ProbeResult>>>,
-    ) -> BoxFuture<'static, Result<(), SinkError>> {
+    fn write(&mut self, batches: Vec<Arc<Results>>) -> BoxFuture<'static, Result<(), SinkError>> {
         self.0.push(&batches);
         futures::future::ready(Ok(())).boxed()
     }
@@ -559,7 +557,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    fn results(n: usize, from: u64) -> Arc<Vec<ProbeResult>> {
+    fn results(n: usize, from: u64) -> Arc<Results> {
         Arc::new(
             (0..n as u64)
                 .map(|i| ProbeResult {

@@ -12,6 +12,9 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod codec;
+pub mod pool;
+
 /// KEDA's external scaler interface (`externalscaler`), from `keda/externalscaler.proto`: the
 /// federator serves it so KEDA can scale on failing checks.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

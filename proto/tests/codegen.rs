@@ -13,6 +13,8 @@ fn generated_code_matches_proto_files() {
     // order for free where records are written (JSON with sorted keys).
     config.btree_map([".vigil.v1.ProbeResult", ".vigil.v1.DeepCheckFinding"]);
     tonic_prost_build::configure()
+        // prost's codec, except that result batches decode into pooled results.
+        .codec_path("crate::codec::VigilCodec")
         .build_client(true)
         .build_server(true)
         .build_transport(false)

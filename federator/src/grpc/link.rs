@@ -172,7 +172,7 @@ impl FederatorService {
             }
         }
         *submitted = batch_seq;
-        let written = self.pipeline.submit(Arc::new(results)).await;
+        let written = self.pipeline.submit(Arc::new(results.into())).await;
         drop(submitted);
         let ledger = Arc::clone(ledger);
         Ok((

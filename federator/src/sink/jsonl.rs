@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use vigil_proto::ProbeResult;
+use vigil_proto::pool::Results;
 
 use super::{Sink, SinkError};
 use crate::record::write_json;
@@ -40,10 +40,7 @@ impl Sink for JsonlSink {
         "jsonl"
     }
 
-    fn write(
-        &mut self,
-        batches: Vec<Arc<Vec<ProbeResult>>>,
-    ) -> BoxFuture<'static, Result<(), SinkError>> {
+    fn write(&mut self, batches: Vec<Arc<Results>>) -> BoxFuture<'static, Result<(), SinkError>> {
         let mut buf = Vec::with_capacity(batches.iter().map(|b| b.len() * 320).sum());
         for result in batches.iter().flat_map(|b| b.iter()) {
             write_json(result, &mut buf);
@@ -72,6 +69,8 @@ impl Sink for JsonlSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_proto::ProbeResult;
+
     use crate::record::ResultRecord;
 
     #[tokio::test]

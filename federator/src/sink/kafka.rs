@@ -20,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
-use vigil_proto::ProbeResult;
+use vigil_proto::pool::Results;
 
 pub use config::{ConfigError, Encoding, KafkaOptions};
 
@@ -197,10 +197,7 @@ impl Sink for KafkaSink {
         "kafka"
     }
 
-    fn write(
-        &mut self,
-        batches: Vec<Arc<Vec<ProbeResult>>>,
-    ) -> BoxFuture<'static, Result<(), SinkError>> {
+    fn write(&mut self, batches: Vec<Arc<Results>>) -> BoxFuture<'static, Result<(), SinkError>> {
         let topic = self.options.topic.as_str();
         let encoding = self.options.encoding;
         let metrics = Arc::clone(&self.metrics);
@@ -273,7 +270,7 @@ impl Sink for KafkaSink {
     /// ones rather than a few large ones: a write encodes its records on the sink's task before
     /// the next completion (and Ack) can be taken.
     fn max_in_flight(&self) -> usize {
-        16
+        8
     }
 
     fn max_group_results(&self) -> usize {
@@ -302,7 +299,7 @@ fn unqueued(write: &Write, metrics: &Metrics, count: usize) {
 
 /// Observes, for every result of a confirmed write, the time from its end on the agent (agent
 /// clock) to now, when Kafka has confirmed the whole write and the result can be acknowledged.
-fn delivery_lag(metrics: &Metrics, batches: &[Arc<Vec<ProbeResult>>]) {
+fn delivery_lag(metrics: &Metrics, batches: &[Arc<Results>]) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);

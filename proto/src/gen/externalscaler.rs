@@ -155,7 +155,7 @@ pub mod external_scaler_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::VigilCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/externalscaler.ExternalScaler/IsActive",
             );
@@ -179,7 +179,7 @@ pub mod external_scaler_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::VigilCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/externalscaler.ExternalScaler/StreamIsActive",
             );
@@ -205,7 +205,7 @@ pub mod external_scaler_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::VigilCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/externalscaler.ExternalScaler/GetMetricSpec",
             );
@@ -231,7 +231,7 @@ pub mod external_scaler_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::VigilCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/externalscaler.ExternalScaler/GetMetrics",
             );
@@ -396,7 +396,7 @@ pub mod external_scaler_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = IsActiveSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::VigilCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -443,7 +443,7 @@ pub mod external_scaler_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StreamIsActiveSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::VigilCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -489,7 +489,7 @@ pub mod external_scaler_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetMetricSpecSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::VigilCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -534,7 +534,7 @@ pub mod external_scaler_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetMetricsSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::VigilCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

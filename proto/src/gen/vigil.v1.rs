@@ -608,7 +608,7 @@ pub mod federator_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::VigilCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/vigil.v1.Federator/Connect",
             );
@@ -630,7 +630,7 @@ pub mod federator_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::VigilCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/vigil.v1.Federator/Report",
             );
@@ -656,7 +656,7 @@ pub mod federator_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::VigilCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/vigil.v1.Federator/ClaimDeepCheck",
             );
@@ -681,7 +681,7 @@ pub mod federator_client {
                         format!("Service was not ready: {}", e.into()),
                     )
                 })?;
-            let codec = tonic_prost::ProstCodec::default();
+            let codec = crate::codec::VigilCodec::default();
             let path = http::uri::PathAndQuery::from_static(
                 "/vigil.v1.Federator/ReportDeepCheck",
             );
@@ -853,7 +853,7 @@ pub mod federator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ConnectSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::VigilCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -896,7 +896,7 @@ pub mod federator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReportSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::VigilCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -941,7 +941,7 @@ pub mod federator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ClaimDeepCheckSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::VigilCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -986,7 +986,7 @@ pub mod federator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReportDeepCheckSvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
+                        let codec = crate::codec::VigilCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,

@@ -11,11 +11,12 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use vigil_proto::ProbeResult;
+use vigil_proto::pool::Results;
 
 use super::*;
 use crate::record::ResultRecord;
 
-fn results(agent: &str, seqs: std::ops::RangeInclusive<u64>) -> Arc<Vec<ProbeResult>> {
+fn results(agent: &str, seqs: std::ops::RangeInclusive<u64>) -> Arc<Results> {
     Arc::new(
         seqs.map(|seq| ProbeResult {
             check_id: "ns/check".into(),

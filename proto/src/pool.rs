@@ -1,0 +1,395 @@
+//! Recycled results: a federator decodes every result an agent sends and drops it once every
+//! sink has it, about a dozen allocations each way per result (strings, map entries), freed on
+//! another thread than the one that allocated them. A batch handed back here when its last
+//! holder is done is decoded into again: its results' strings keep their capacity, so a
+//! result of the usual shape costs no allocation for its strings.
+//!
+//! [`Results`] is the owner that gives its batch back on drop; [`decode_agent_message`] and
+//! [`decode_result_batch`] take batches from the pool (the federator's gRPC codec calls them).
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
+
+use prost::DecodeError;
+use prost::Message;
+use prost::encoding::{
+    DecodeContext, WireType, decode_key, decode_varint, double, skip_field, string,
+};
+
+use crate::v1::{AgentMessage, ProbeResult, ResultBatch, agent_message};
+
+/// Results the pool keeps at most (their batches' capacity included); beyond it batches are
+/// freed. About 5 MiB at the usual result size.
+const POOL_RESULTS: usize = 16_384;
+
+struct Pool {
+    batches: Vec<Vec<ProbeResult>>,
+    /// Results held by `batches`, counted by capacity (what they keep allocated).
+    results: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    batches: Vec::new(),
+    results: 0,
+});
+
+/// A batch from the pool (or a new one): its results are old ones, to be overwritten.
+fn take() -> Vec<ProbeResult> {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    match pool.batches.pop() {
+        Some(batch) => {
+            pool.results -= batch.capacity();
+            batch
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Keeps `batch` for reuse if the pool has room; frees it otherwise.
+fn give(batch: Vec<ProbeResult>) {
+    if batch.capacity() == 0 || batch.capacity() > POOL_RESULTS / 4 {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.results + batch.capacity() <= POOL_RESULTS {
+        pool.results += batch.capacity();
+        pool.batches.push(batch);
+        return;
+    }
+    drop(pool);
+    drop(batch);
+}
+
+/// A batch of results that goes back to the pool when dropped.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Results(Vec<ProbeResult>);
+
+impl From<Vec<ProbeResult>> for Results {
+    fn from(results: Vec<ProbeResult>) -> Self {
+        Self(results)
+    }
+}
+
+impl FromIterator<ProbeResult> for Results {
+    fn from_iter<I: IntoIterator<Item = ProbeResult>>(results: I) -> Self {
+        Self(results.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Results {
+    type Item = &'a ProbeResult;
+    type IntoIter = std::slice::Iter<'a, ProbeResult>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Results {
+    type Item = &'a mut ProbeResult;
+    type IntoIter = std::slice::IterMut<'a, ProbeResult>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut()
+    }
+}
+
+impl Deref for Results {
+    type Target = Vec<ProbeResult>;
+    fn deref(&self) -> &Vec<ProbeResult> {
+        &self.0
+    }
+}
+
+impl DerefMut for Results {
+    fn deref_mut(&mut self) -> &mut Vec<ProbeResult> {
+        &mut self.0
+    }
+}
+
+impl Drop for Results {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
+}
+
+/// Decodes an `AgentMessage` exactly as `AgentMessage::decode` does, with its results (if it
+/// carries a batch) decoded into a pooled batch.
+pub fn decode_agent_message(bytes: &[u8]) -> Result<AgentMessage, prost::DecodeError> {
+    // The common message holds one field, `results`; anything else takes prost's own path.
+    let mut batch = ResultBatch {
+        results: take(),
+        ..ResultBatch::default()
+    };
+    let mut used = 0;
+    let mut buf = bytes;
+    let fast = loop {
+        if buf.is_empty() {
+            break used > 0 || bytes.is_empty();
+        }
+        match field(&mut buf, 2) {
+            Some(inner) if merge_batch(&mut batch, inner, &mut used) => {}
+            _ => break false,
+        }
+    };
+    if !fast {
+        give(std::mem::take(&mut batch.results));
+        return AgentMessage::decode(bytes);
+    }
+    batch.results.truncate(used);
+    Ok(AgentMessage {
+        msg: (!bytes.is_empty()).then_some(agent_message::Msg::Results(batch)),
+    })
+}
+
+/// Decodes a `ResultBatch` exactly as `ResultBatch::decode` does, into a pooled batch.
+pub fn decode_result_batch(bytes: &[u8]) -> Result<ResultBatch, prost::DecodeError> {
+    let mut batch = ResultBatch {
+        results: take(),
+        ..ResultBatch::default()
+    };
+    let mut used = 0;
+    if !merge_batch(&mut batch, bytes, &mut used) {
+        give(std::mem::take(&mut batch.results));
+        return ResultBatch::decode(bytes);
+    }
+    batch.results.truncate(used);
+    Ok(batch)
+}
+
+/// The payload of the length-delimited field `tag` at the front of `buf`, or `None` when the
+/// next field is anything else or malformed (the caller then leaves it to prost).
+fn field<'a>(buf: &mut &'a [u8], tag: u32) -> Option<&'a [u8]> {
+    let (got, wire_type) = decode_key(buf).ok()?;
+    if got != tag || wire_type != WireType::LengthDelimited {
+        return None;
+    }
+    let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
+    if len > buf.len() {
+        return None;
+    }
+    let (payload, rest) = buf.split_at(len);
+    *buf = rest;
+    Some(payload)
+}
+
+/// Merges a `ResultBatch`'s fields into `batch`, its results over `batch.results[*used..]`
+/// (reusing them) and then appended. `false` when something is malformed: the caller decodes
+/// the whole message again with prost, for prost's error.
+fn merge_batch(batch: &mut ResultBatch, mut buf: &[u8], used: &mut usize) -> bool {
+    while !buf.is_empty() {
+        let mut peek = buf;
+        if let Some(result) = field(&mut peek, 1) {
+            buf = peek;
+            let merged = match batch.results.get_mut(*used) {
+                Some(old) => merge_result(old, result).is_some(),
+                None => ProbeResult::decode(result)
+                    .map(|r| batch.results.push(r))
+                    .is_ok(),
+            };
+            if !merged {
+                return false;
+            }
+            *used += 1;
+            continue;
+        }
+        let Ok((tag, wire_type)) = decode_key(&mut buf) else {
+            return false;
+        };
+        if tag == 1
+            || batch
+                .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
+                .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Decodes a result over an old one, as prost would decode it afresh; the old map entries'
+/// strings take the new entries (maps are cleared by freeing them, and merged by allocating).
+/// `None` when something is malformed.
+fn merge_result(r: &mut ProbeResult, mut buf: &[u8]) -> Option<()> {
+    let mut old_details = std::mem::take(&mut r.details);
+    let mut old_values = std::mem::take(&mut r.values);
+    r.clear();
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+        match tag {
+            12 => {
+                let (mut key, mut value) = old_details.pop_first().unwrap_or_default();
+                key.clear();
+                value.clear();
+                let merge = |w, v: &mut String, b: &mut &[u8], c| string::merge(w, v, b, c);
+                merge_entry(wire_type, &mut buf, &mut key, &mut value, merge)?;
+                r.details.insert(key, value);
+            }
+            13 => {
+                let (mut key, _) = old_values.pop_first().unwrap_or_default();
+                key.clear();
+                let mut value = 0.0;
+                let merge = |w, v: &mut f64, b: &mut &[u8], c| double::merge(w, v, b, c);
+                merge_entry(wire_type, &mut buf, &mut key, &mut value, merge)?;
+                r.values.insert(key, value);
+            }
+            _ => r
+                .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
+                .ok()?,
+        }
+    }
+    Some(())
+}
+
+/// One map entry (`key = 1`, `value = 2`) into `key` and `value`, as prost's map merge reads it.
+fn merge_entry<V>(
+    wire_type: WireType,
+    buf: &mut &[u8],
+    key: &mut String,
+    value: &mut V,
+    merge_value: impl Fn(WireType, &mut V, &mut &[u8], DecodeContext) -> Result<(), DecodeError>,
+) -> Option<()> {
+    if wire_type != WireType::LengthDelimited {
+        return None;
+    }
+    let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
+    if len > buf.len() {
+        return None;
+    }
+    let (mut entry, rest) = buf.split_at(len);
+    *buf = rest;
+    while !entry.is_empty() {
+        let (tag, wire_type) = decode_key(&mut entry).ok()?;
+        let ctx = DecodeContext::default();
+        match tag {
+            1 => string::merge(wire_type, key, &mut entry, ctx),
+            2 => merge_value(wire_type, value, &mut entry, ctx),
+            _ => skip_field(wire_type, tag, &mut entry, ctx),
+        }
+        .ok()?;
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::v1::Hello;
+
+    fn result(seq: u64, detail: &str) -> ProbeResult {
+        ProbeResult {
+            check_id: "shop/checkout".into(),
+            target: format!("http://10.0.0.{seq}/health"),
+            agent_id: "node-a-1".into(),
+            seq,
+            details: BTreeMap::from([("status_code".into(), detail.into())]),
+            values: BTreeMap::from([("probe_duration_seconds".into(), 0.25)]),
+            ..ProbeResult::default()
+        }
+    }
+
+    fn batch_message(results: Vec<ProbeResult>) -> AgentMessage {
+        AgentMessage {
+            msg: Some(agent_message::Msg::Results(ResultBatch {
+                results,
+                agent_id: "one-shot".into(),
+                batch_seq: 9,
+            })),
+        }
+    }
+
+    /// Reused results carry nothing over: a long batch, then a short one of other values,
+    /// decode as prost decodes them.
+    #[test]
+    fn pooled_decoding_equals_prost_decoding() {
+        let long = batch_message((1..=50).map(|s| result(s, "200")).collect());
+        let short = batch_message(vec![
+            ProbeResult {
+                seq: 77,
+                ..ProbeResult::default()
+            },
+            ProbeResult {
+                seq: 78,
+                details: BTreeMap::from([
+                    ("a".into(), String::new()),
+                    ("resolved_ip".into(), "10.1.1.1".into()),
+                    ("status_code".into(), "404".into()),
+                ]),
+                values: BTreeMap::from([("x".into(), -1.5), ("y".into(), 0.0)]),
+                ..ProbeResult::default()
+            },
+        ]);
+        for message in [&long, &short, &long] {
+            let bytes = message.encode_to_vec();
+            let decoded = decode_agent_message(&bytes).unwrap();
+            assert_eq!(&decoded, message);
+            assert_eq!(decoded, AgentMessage::decode(bytes.as_slice()).unwrap());
+            if let Some(agent_message::Msg::Results(batch)) = decoded.msg {
+                drop(Results::from(batch.results));
+            }
+        }
+        let batch = ResultBatch {
+            results: vec![result(3, "503")],
+            ..ResultBatch::default()
+        };
+        let bytes = batch.encode_to_vec();
+        assert_eq!(decode_result_batch(&bytes).unwrap(), batch);
+    }
+
+    #[test]
+    fn reused_results_keep_their_strings_and_carry_nothing_over() {
+        let fresh = ResultBatch {
+            results: vec![ProbeResult {
+                seq: 9,
+                details: BTreeMap::from([("b".into(), "x".into())]),
+                ..ProbeResult::default()
+            }],
+            ..ResultBatch::default()
+        };
+        let mut batch = ResultBatch {
+            results: (1..=3).map(|s| result(s, "200")).collect(),
+            ..ResultBatch::default()
+        };
+        let mut used = 0;
+        assert!(merge_batch(&mut batch, &fresh.encode_to_vec(), &mut used));
+        batch.results.truncate(used);
+        assert_eq!(batch, fresh);
+        let reused = &batch.results[0];
+        assert!(reused.check_id.is_empty() && reused.check_id.capacity() >= "shop/checkout".len());
+        let (key, _) = reused.details.first_key_value().unwrap();
+        assert!(
+            key.capacity() >= "status_code".len(),
+            "the old entry's key took the new one"
+        );
+    }
+
+    #[test]
+    fn other_messages_and_bad_bytes_take_prosts_path() {
+        let hello = AgentMessage {
+            msg: Some(agent_message::Msg::Hello(Hello {
+                agent_id: "a".into(),
+                ..Hello::default()
+            })),
+        };
+        let bytes = hello.encode_to_vec();
+        assert_eq!(decode_agent_message(&bytes).unwrap(), hello);
+        assert_eq!(decode_agent_message(&[]).unwrap(), AgentMessage::default());
+
+        // A hello and then a batch: the last field of a oneof wins, as in prost.
+        let mut both = bytes.clone();
+        both.extend(batch_message(vec![result(1, "200")]).encode_to_vec());
+        assert_eq!(
+            decode_agent_message(&both).unwrap(),
+            AgentMessage::decode(both.as_slice()).unwrap()
+        );
+
+        // Truncated and garbled input fail with prost's own error.
+        let full = batch_message(vec![result(1, "200"), result(2, "200")]).encode_to_vec();
+        for bad in [&full[..full.len() - 3], &[0x12, 0x05, 0x0a, 0xff, 0xff][..]] {
+            assert_eq!(
+                decode_agent_message(bad).unwrap_err().to_string(),
+                AgentMessage::decode(bad).unwrap_err().to_string()
+            );
+        }
+    }
+}
