@@ -660,4 +660,25 @@ mod tests {
         assert_eq!(recent.len(), HISTORY_PER_CHECK);
         assert_eq!(recent[0].seq, HISTORY_PER_CHECK as u64 + 10);
     }
+
+    /// A target's last result stays when the check's history moves past it. (The history and
+    /// the targets keep their own records: sharing one, the history's oldest record would
+    /// still be some target's last about half the time with 350 targets and 200 slots, and
+    /// each such result would then allocate a new record instead of rewriting one.)
+    #[test]
+    fn a_quiet_targets_last_result_outlives_the_history() {
+        let state = State::default();
+        state.set_rules([("ns/c".to_owned(), rules(1, 1))]);
+        let mut quiet = result(1, Outcome::Failure);
+        quiet.target = "quiet".into();
+        state.apply(&mut quiet);
+        for seq in 2..=(2 * HISTORY_PER_CHECK as u64) {
+            state.apply(&mut result(seq, Outcome::Success));
+        }
+        let targets = state.targets("ns/c");
+        let quiet = targets.iter().find(|t| t.key.target == "quiet").unwrap();
+        assert_eq!((quiet.last.seq, quiet.last.reason.as_str()), (1, "r1"));
+        let busy = targets.iter().find(|t| t.key.target == "t").unwrap();
+        assert_eq!(busy.last.seq, 2 * HISTORY_PER_CHECK as u64);
+    }
 }
