@@ -113,53 +113,62 @@ impl Drop for Results {
 
 /// Decodes an `AgentMessage` exactly as `AgentMessage::decode` does, with its results (if it
 /// carries a batch) decoded into a pooled batch.
-pub fn decode_agent_message(bytes: &[u8]) -> Result<AgentMessage, prost::DecodeError> {
-    // The common message holds one field, `results`; anything else takes prost's own path.
-    let mut batch = ResultBatch {
-        results: take(),
-        ..ResultBatch::default()
-    };
-    let mut used = 0;
-    let mut buf = bytes;
-    let fast = loop {
-        if buf.is_empty() {
-            break used > 0 || bytes.is_empty();
+pub fn decode_agent_message(bytes: &[u8]) -> Result<AgentMessage, DecodeError> {
+    // The common message holds only `results` fields; anything else takes prost's own path.
+    let pooled = decode_pooled(|batch, used| {
+        let mut buf = bytes;
+        while !buf.is_empty() {
+            match field(&mut buf, 2) {
+                Some(inner) if merge_batch(batch, inner, used) => {}
+                _ => return false,
+            }
         }
-        match field(&mut buf, 2) {
-            Some(inner) if merge_batch(&mut batch, inner, &mut used) => {}
-            _ => break false,
-        }
-    };
-    if !fast {
-        give(std::mem::take(&mut batch.results));
-        return AgentMessage::decode(bytes);
+        true
+    });
+    match pooled {
+        Some(batch) => Ok(AgentMessage {
+            msg: (!bytes.is_empty()).then_some(agent_message::Msg::Results(batch)),
+        }),
+        None => AgentMessage::decode(bytes),
     }
-    batch.results.truncate(used);
-    Ok(AgentMessage {
-        msg: (!bytes.is_empty()).then_some(agent_message::Msg::Results(batch)),
-    })
 }
 
 /// Decodes a `ResultBatch` exactly as `ResultBatch::decode` does, into a pooled batch.
-pub fn decode_result_batch(bytes: &[u8]) -> Result<ResultBatch, prost::DecodeError> {
+pub fn decode_result_batch(bytes: &[u8]) -> Result<ResultBatch, DecodeError> {
+    decode_pooled(|batch, used| merge_batch(batch, bytes, used))
+        .map_or_else(|| ResultBatch::decode(bytes), Ok)
+}
+
+/// A batch from the pool filled by `merge` (which counts the results it wrote in `used`), or
+/// `None`, with the batch given back, when `merge` finds something it leaves to prost.
+fn decode_pooled(merge: impl FnOnce(&mut ResultBatch, &mut usize) -> bool) -> Option<ResultBatch> {
     let mut batch = ResultBatch {
         results: take(),
         ..ResultBatch::default()
     };
     let mut used = 0;
-    if !merge_batch(&mut batch, bytes, &mut used) {
-        give(std::mem::take(&mut batch.results));
-        return ResultBatch::decode(bytes);
+    if !merge(&mut batch, &mut used) {
+        give(batch.results);
+        return None;
     }
     batch.results.truncate(used);
-    Ok(batch)
+    Some(batch)
 }
 
 /// The payload of the length-delimited field `tag` at the front of `buf`, or `None` when the
 /// next field is anything else or malformed (the caller then leaves it to prost).
 fn field<'a>(buf: &mut &'a [u8], tag: u32) -> Option<&'a [u8]> {
     let (got, wire_type) = decode_key(buf).ok()?;
-    if got != tag || wire_type != WireType::LengthDelimited {
+    if got != tag {
+        return None;
+    }
+    payload(wire_type, buf)
+}
+
+/// The payload of a length-delimited field whose key was just read, taken off `buf`; `None`
+/// for another wire type or a length past the end.
+fn payload<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    if wire_type != WireType::LengthDelimited {
         return None;
     }
     let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
@@ -247,15 +256,7 @@ fn merge_entry<V>(
     value: &mut V,
     merge_value: impl Fn(WireType, &mut V, &mut &[u8], DecodeContext) -> Result<(), DecodeError>,
 ) -> Option<()> {
-    if wire_type != WireType::LengthDelimited {
-        return None;
-    }
-    let len = usize::try_from(decode_varint(buf).ok()?).ok()?;
-    if len > buf.len() {
-        return None;
-    }
-    let (mut entry, rest) = buf.split_at(len);
-    *buf = rest;
+    let mut entry = payload(wire_type, buf)?;
     while !entry.is_empty() {
         let (tag, wire_type) = decode_key(&mut entry).ok()?;
         let ctx = DecodeContext::default();
@@ -328,6 +329,9 @@ mod tests {
                 drop(Results::from(batch.results));
             }
         }
+        let empty = batch_message(Vec::new());
+        let bytes = empty.encode_to_vec();
+        assert_eq!(decode_agent_message(&bytes).unwrap(), empty);
         let batch = ResultBatch {
             results: vec![result(3, "503")],
             ..ResultBatch::default()
