@@ -1,6 +1,7 @@
 //! The kernel-log follower on a FIFO the test writes to: matches become events carrying the
 //! line, a 1 MiB line and garbage bytes are survived, event-only patterns clear on the next
-//! quiet pass while condition patterns stay, and an unreadable source is an ERROR.
+//! quiet pass while condition patterns stay, writers may come and go, and an unreadable source
+//! is an ERROR.
 
 use std::io::Write;
 use std::path::Path;
@@ -189,6 +190,29 @@ fn extra_patterns_add_to_the_defaults_and_storms_are_bounded() {
     assert_eq!(ev[0].details["line"], "custom 0");
     assert_eq!(ev[0].details["dropped_events"], "500");
     assert_eq!(ev[0].problem.as_deref(), Some("VigilCustom"));
+}
+
+/// Writers that come and go, each opening the FIFO the moment the last one left, are never
+/// refused (EPIPE, no reader) and lose no line: the follower keeps the FIFO open throughout.
+#[test]
+fn writers_coming_and_going_are_never_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let kmsg = fifo(dir.path());
+    let paths = paths_with_kmsg(dir.path(), &kmsg);
+    let mut d = KmsgDiagnostic::new(NodeDiagnostics::default().kmsg);
+    d.run(&paths);
+    const WRITERS: u64 = 300;
+    for i in 0..WRITERS {
+        let mut w = std::fs::OpenOptions::new().write(true).open(&kmsg).unwrap();
+        w.write_all(format!("writer {i}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("writer {i} was refused: {e}"));
+    }
+    let deadline = Instant::now() + WAIT;
+    while d.lines_seen() < WRITERS {
+        assert!(Instant::now() < deadline, "read {} lines", d.lines_seen());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(d.lines_seen(), WRITERS);
 }
 
 #[test]

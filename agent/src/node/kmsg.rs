@@ -7,7 +7,6 @@
 //! (`EPIPE`) are skipped. Matches wait in a bounded queue until the next pass.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -153,7 +152,16 @@ fn open_error(path: &Path, e: &std::io::Error) -> String {
 fn follow(path: &Path, f: &Follower, matcher: &Matcher, cap: usize) {
     let mut buf = vec![0u8; READ_BUFFER];
     while !f.stop.load(Ordering::Relaxed) {
-        let mut file = match File::open(path) {
+        // A FIFO is opened for writing too (Linux allows it): the follower is then a writer
+        // of its own, so it never reads end-of-file when the last writer goes, and a writer
+        // that comes back never finds the FIFO without a reader (EPIPE) while it is reopened.
+        let is_fifo = std::fs::metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(is_fifo)
+            .open(path)
+        {
             Ok(file) => file,
             Err(e) => {
                 set_status(f, Status::Failed(open_error(path, &e)));
@@ -165,10 +173,6 @@ fn follow(path: &Path, f: &Follower, matcher: &Matcher, cap: usize) {
         };
         // Follow from now: /dev/kmsg and regular files seek to their end; a FIFO cannot seek
         // and has no past anyway.
-        let is_fifo = file
-            .metadata()
-            .map(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
-            .unwrap_or(false);
         if !is_fifo {
             let _ = file.seek(SeekFrom::End(0));
         }
@@ -179,7 +183,6 @@ fn follow(path: &Path, f: &Follower, matcher: &Matcher, cap: usize) {
                 return;
             }
             match file.read(&mut buf) {
-                Ok(0) if is_fifo => break, // the writer went away: wait for the next one
                 Ok(0) => {
                     if !pause(f, Duration::from_millis(200)) {
                         return;
