@@ -49,6 +49,12 @@ impl ResultRecord {
     /// keeps one record per target and per history slot and rewrites them on every result, so
     /// a steady stream of results allocates nothing here.
     pub fn fill_from(&mut self, r: &ProbeResult) {
+        self.fill_from_at(r, &Start::of(r));
+    }
+
+    /// [`fill_from`](Self::fill_from) with the result's start already formatted (the state
+    /// writes each result into two records and formats its time once).
+    pub fn fill_from_at(&mut self, r: &ProbeResult, start: &Start) {
         self.schema = SCHEMA_VERSION;
         self.agent.clone_from(&r.agent_id);
         self.seq = r.seq;
@@ -58,10 +64,7 @@ impl ResultRecord {
         self.node.clone_from(&r.node);
         self.scope.clone_from(&r.scope);
         self.start.clear();
-        // ASCII digits and punctuation only.
-        self.start.push_str(
-            std::str::from_utf8(&json::rfc3339_bytes(r.start_unix_nanos)).unwrap_or_default(),
-        );
+        self.start.push_str(start.as_str());
         self.start_unix_nanos = r.start_unix_nanos;
         self.latency_seconds = r.latency_nanos as f64 / 1e9;
         self.outcome.clear();
@@ -73,16 +76,38 @@ impl ResultRecord {
     }
 }
 
+/// A result's start time as RFC 3339 text, formatted once.
+pub struct Start([u8; 30]);
+
+impl Start {
+    pub fn of(r: &ProbeResult) -> Self {
+        Self(json::rfc3339_bytes(r.start_unix_nanos))
+    }
+
+    fn as_str(&self) -> &str {
+        // ASCII digits and punctuation only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// Makes `to` hold what `from` holds, updating values in place when the keys are the same
-/// (a probe reports the same details every run).
+/// (a probe reports the same details every run): one pass comparing keys and copying values,
+/// and a whole copy only when the keys differ.
 fn refill<V: Clone>(to: &mut BTreeMap<String, V>, from: &BTreeMap<String, V>) {
-    if to.len() == from.len() && to.keys().eq(from.keys()) {
-        for (slot, v) in to.values_mut().zip(from.values()) {
+    if to.len() == from.len() {
+        let mut same = true;
+        for ((key, slot), (k, v)) in to.iter_mut().zip(from) {
+            if key != k {
+                same = false;
+                break;
+            }
             slot.clone_from(v);
         }
-    } else {
-        to.clone_from(from);
+        if same {
+            return;
+        }
     }
+    to.clone_from(from);
 }
 
 /// RFC 3339 with nanoseconds; times before 1970 are clamped to the epoch.
@@ -143,8 +168,27 @@ mod tests {
             values: Default::default(),
             ..first.clone()
         };
+        // As many keys, the first the same, the second not.
+        let two_keys = ProbeResult {
+            seq: 4,
+            details: [("a".into(), "1".into()), ("b".into(), "2".into())].into(),
+            ..first.clone()
+        };
+        let second_key_differs = ProbeResult {
+            seq: 5,
+            details: [("a".into(), "9".into()), ("c".into(), "3".into())].into(),
+            ..first.clone()
+        };
         let mut record = ResultRecord::default();
-        for r in [&first, &same_keys, &other_keys, &first] {
+        for r in [
+            &first,
+            &same_keys,
+            &other_keys,
+            &first,
+            &two_keys,
+            &second_key_differs,
+            &two_keys,
+        ] {
             record.fill_from(r);
             assert_eq!(record, ResultRecord::from_proto(r), "after seq {}", r.seq);
         }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use vigil_proto::{Outcome, ProbeResult};
 
-use crate::record::ResultRecord;
+use crate::record::{ResultRecord, Start};
 
 /// The state's maps are looked up once per result; foldhash (seeded per process) costs a
 /// fraction of SipHash on these short string keys.
@@ -319,7 +319,8 @@ impl State {
         } else {
             Arc::default()
         };
-        Arc::make_mut(&mut slot).fill_from(result);
+        let start = Start::of(result);
+        Arc::make_mut(&mut slot).fill_from_at(result, &start);
         entry.history.push_back(slot);
 
         let node = if rules.node_scoped { &result.node } else { "" };
@@ -338,7 +339,7 @@ impl State {
                     return None; // a late result from an agent that no longer runs this check
                 }
                 let from = target.state;
-                Arc::make_mut(&mut target.last).fill_from(result);
+                Arc::make_mut(&mut target.last).fill_from_at(result, &start);
                 target
                     .observe(ok, now, &rules)
                     .map(|to| (from, to, target.key.clone()))

@@ -96,6 +96,7 @@ async fn main() {
     );
     if soak_minutes > 0 {
         let mut samples = Vec::new();
+        rss.minute_peak_mib(); // the soak's minutes only
         for minute in 0..soak_minutes {
             let r = loadgen::run(load(
                 &fed_url(&fed),
@@ -106,10 +107,17 @@ async fn main() {
             .await;
             let now = rss.current_mib();
             samples.push(now);
+            // The minute's own peak and slowest acks, and the broker's size: a pause of the
+            // broker shows as slow acks, and the federator then holds what agents have sent
+            // (up to their windows) until it passes.
             println!(
-                "    soak minute {}: {:.0} results/s acknowledged, federator RSS {now:.0} MiB",
+                "    soak minute {}: {:.0} results/s acknowledged (ack p99 {:?}, max {:?}), federator RSS {now:.0} MiB (peak in the minute {:.0} MiB), broker RSS {:.0} MiB",
                 minute + 1,
-                r.acked_per_second()
+                r.acked_per_second(),
+                r.latency_quantile(0.99),
+                r.latency_quantile(1.0),
+                rss.minute_peak_mib(),
+                rss_kib(tansu_pid) as f64 / 1024.0
             );
         }
     }
@@ -353,22 +361,36 @@ fn sample_value() -> Vec<u8> {
 struct RssSampler {
     pid: u32,
     peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The peak since `minute_peak_mib` last read it.
+    recent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RssSampler {
     fn start(pid: u32) -> Self {
         let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let recent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let task = {
-            let peak = std::sync::Arc::clone(&peak);
+            let (peak, recent) = (std::sync::Arc::clone(&peak), std::sync::Arc::clone(&recent));
             tokio::spawn(async move {
                 loop {
-                    peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                    let now = rss_kib(pid);
+                    peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                    recent.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             })
         };
-        Self { pid, peak, task }
+        Self {
+            pid,
+            peak,
+            recent,
+            task,
+        }
+    }
+
+    fn minute_peak_mib(&self) -> f64 {
+        self.recent.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
     }
 
     fn peak_mib(&self) -> f64 {
