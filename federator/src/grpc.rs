@@ -1,12 +1,11 @@
 //! The `vigil.v1.Federator` gRPC service: agent streams, one-shot reports, dedup and acks.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use vigil_proto::pool::Results;
@@ -21,35 +20,15 @@ use crate::pipeline::{Durable, Pipeline};
 use crate::placement::AgentInfo;
 use crate::state::{Health, State};
 
+mod ledgers;
 mod link;
+
+use ledgers::{Ledger, Ledgers};
 
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches awaiting durability per stream before reading from it pauses (flow control).
 const ACKS_IN_FLIGHT: usize = 32;
-
-/// Per agent id: the highest seq handed to the pipeline, and the highest seq durable.
-struct Ledger {
-    submitted: tokio::sync::Mutex<u64>,
-    durable: watch::Sender<u64>,
-}
-
-impl Ledger {
-    fn new(acked: u64) -> Self {
-        Self {
-            submitted: tokio::sync::Mutex::new(acked),
-            durable: watch::Sender::new(acked),
-        }
-    }
-
-    fn mark_durable(&self, seq: u64) {
-        self.durable.send_if_modified(|d| {
-            let advanced = seq > *d;
-            *d = (*d).max(seq);
-            advanced
-        });
-    }
-}
 
 #[derive(Clone)]
 pub struct FederatorService {
@@ -57,7 +36,7 @@ pub struct FederatorService {
     state: Arc<State>,
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
-    ledgers: Arc<Mutex<HashMap<String, Arc<Ledger>>>>,
+    ledgers: Arc<Ledgers>,
     cluster: String,
     alerts: Option<crate::alert::Notifier>,
     /// In Kubernetes mode with leader election: whether this replica leads. Standbys refuse
@@ -132,12 +111,15 @@ impl FederatorService {
         Ok(())
     }
 
+    /// The ledger of `agent_id` (new at `acked` if it has none); ledgers long unused go, with
+    /// their agents' metric series.
     fn ledger(&self, agent_id: &str, acked: u64) -> Arc<Ledger> {
-        let mut ledgers = self.ledgers.lock().unwrap();
-        let ledger = ledgers
-            .entry(agent_id.to_owned())
-            .or_insert_with(|| Arc::new(Ledger::new(acked)));
-        Arc::clone(ledger)
+        let (ledger, forgotten) = self.ledgers.get(agent_id, acked);
+        for id in forgotten {
+            tracing::debug!(agent = %id, "forgetting the dedup ledger and metrics of an agent gone for an hour");
+            self.metrics.forget_agent(&id);
+        }
+        ledger
     }
 
     /// The dedup ledger of a stream that says it has `last_acked` acknowledged: a restarted
@@ -162,10 +144,7 @@ impl FederatorService {
             // first Ack was lost, writes some results twice with the same (agent, seq).
             tracing::info!(agent = %id, previous_seq = taken, "agent restarted its seq at 1 (new incarnation); starting a new dedup ledger for it");
             ledger = Arc::new(Ledger::new(0));
-            self.ledgers
-                .lock()
-                .unwrap()
-                .insert(id.to_owned(), Arc::clone(&ledger));
+            self.ledgers.replace(id, Arc::clone(&ledger));
         }
         ledger
     }

@@ -53,11 +53,16 @@ struct Inner {
     nodes: Option<HashMap<String, NodeInfo>>,
     /// Agents whose stream ended and that have not come back: (node, cluster, gone since, Unix
     /// nanoseconds). Silence alerting reads it, so an agent that came and went between two of
-    /// its looks is not missed.
+    /// its looks is not missed; it keeps what it read, so an agent is forgotten here once gone
+    /// for [`DEPARTED_KEPT`] (ids come and go for good: a restart without a spill directory
+    /// takes a new one).
     departed: HashMap<String, (String, String, i64)>,
     /// Checks removed recently, with when: their in-flight results are still accepted.
     retired: HashMap<String, std::time::Instant>,
 }
+
+/// How long an agent that left is kept in `departed`.
+const DEPARTED_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How long results of a removed check are still accepted (agents may hold unsent ones).
 const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
@@ -221,11 +226,12 @@ impl Hub {
             .get(agent_id)
             .is_some_and(|c| c.conn_id == conn_id)
         {
+            let now = now_unix_nanos();
+            forget_departed_before(&mut inner.departed, now, DEPARTED_KEPT);
             if let Some(conn) = inner.agents.remove(agent_id) {
-                inner.departed.insert(
-                    agent_id.to_owned(),
-                    (conn.info.node, conn.cluster, now_unix_nanos()),
-                );
+                inner
+                    .departed
+                    .insert(agent_id.to_owned(), (conn.info.node, conn.cluster, now));
             }
             self.metrics
                 .agents_connected
@@ -356,6 +362,16 @@ impl Hub {
     }
 }
 
+/// Drops the agents gone for `kept` or longer at `now` (Unix nanoseconds).
+fn forget_departed_before(
+    departed: &mut HashMap<String, (String, String, i64)>,
+    now: i64,
+    kept: std::time::Duration,
+) {
+    let kept = i64::try_from(kept.as_nanos()).unwrap_or(i64::MAX);
+    departed.retain(|_, (_, _, gone)| now.saturating_sub(*gone) < kept);
+}
+
 pub fn now_unix_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -369,6 +385,21 @@ mod tests {
 
     use super::*;
     use crate::loader::{Loaded, parse_file};
+
+    #[test]
+    fn agents_gone_for_the_kept_period_are_forgotten() {
+        let s = 1_000_000_000;
+        let mut departed: HashMap<String, (String, String, i64)> = [
+            ("old".to_owned(), ("n1".to_owned(), "c".to_owned(), 100 * s)),
+            (
+                "recent".to_owned(),
+                ("n2".to_owned(), "c".to_owned(), 150 * s),
+            ),
+        ]
+        .into();
+        forget_departed_before(&mut departed, 160 * s, std::time::Duration::from_secs(60));
+        assert_eq!(departed.keys().collect::<Vec<_>>(), ["recent"]);
+    }
 
     #[test]
     fn deleted_checks_leave_metrics() {

@@ -265,6 +265,19 @@ impl Metrics {
         }
     }
 
+    /// Drops the series labelled with agent `id` (an agent gone for good: its ledger was
+    /// forgotten).
+    pub fn forget_agent(&self, id: &str) {
+        for family in [
+            &self.results_received,
+            &self.results_deduplicated,
+            &self.results_acked,
+            &self.assignments_sent,
+        ] {
+            let _ = family.remove_label_values(&[id]);
+        }
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -278,5 +291,35 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_agent_loses_its_series_and_others_keep_theirs() {
+        let m = Metrics::new();
+        for agent in ["gone", "here"] {
+            m.results_received.with_label_values(&[agent]).inc();
+            m.results_acked.with_label_values(&[agent]).inc();
+            m.assignments_sent.with_label_values(&[agent]).inc();
+        }
+        m.results_deduplicated.with_label_values(&["gone"]).inc();
+        m.forget_agent("gone");
+        m.forget_agent("never-seen");
+        let text = m.render();
+        assert!(!text.contains("agent=\"gone\""), "{text}");
+        for family in [
+            "vigil_results_received_total",
+            "vigil_results_acked_total",
+            "vigil_assignments_sent_total",
+        ] {
+            assert!(
+                text.contains(&format!("{family}{{agent=\"here\"}} 1")),
+                "{family}: {text}"
+            );
+        }
     }
 }
