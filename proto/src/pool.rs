@@ -7,6 +7,7 @@
 //! [`Results`] is the owner that gives its batch back on drop; [`decode_agent_message`] and
 //! [`decode_result_batch`] take batches from the pool (the federator's gRPC codec calls them).
 
+use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
@@ -214,49 +215,192 @@ fn merge_batch(batch: &mut ResultBatch, mut buf: &[u8], used: &mut usize) -> boo
     true
 }
 
-/// Decodes a result over an old one, as prost would decode it afresh; the old map entries'
-/// strings take the new entries (maps are cleared by freeing them, and merged by allocating).
-/// `None` when something is malformed.
+/// Decodes a result over an old one, as prost would decode it afresh. A probe reports the same
+/// details and values every run, so map entries that carry the old keys in the old order take
+/// the new values in place (no map node freed or allocated, an equal string not copied); from
+/// the first entry that does not, the map is rebuilt, the old entries' strings taking the new
+/// ones. `None` when something is malformed.
 fn merge_result(r: &mut ProbeResult, mut buf: &[u8]) -> Option<()> {
-    let mut old_details = std::mem::take(&mut r.details);
-    let mut old_values = std::mem::take(&mut r.values);
+    let details = std::mem::take(&mut r.details);
+    let values = std::mem::take(&mut r.values);
     r.clear();
+    let mut details = InPlace::new(details);
+    let mut values = InPlace::new(values);
     while !buf.is_empty() {
         let (tag, wire_type) = decode_key(&mut buf).ok()?;
         match tag {
-            12 => {
-                let (mut key, mut value) = old_details.pop_first().unwrap_or_default();
-                key.clear();
-                value.clear();
-                let merge = |w, v: &mut String, b: &mut &[u8], c| string::merge(w, v, b, c);
-                merge_entry(wire_type, &mut buf, &mut key, &mut value, merge)?;
-                r.details.insert(key, value);
-            }
-            13 => {
-                let (mut key, _) = old_values.pop_first().unwrap_or_default();
-                key.clear();
-                let mut value = 0.0;
-                let merge = |w, v: &mut f64, b: &mut &[u8], c| double::merge(w, v, b, c);
-                merge_entry(wire_type, &mut buf, &mut key, &mut value, merge)?;
-                r.values.insert(key, value);
-            }
+            12 => details.merge(payload(wire_type, &mut buf)?)?,
+            13 => values.merge(payload(wire_type, &mut buf)?)?,
             _ => r
                 .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
                 .ok()?,
         }
     }
+    r.details = details.finish();
+    r.values = values.finish();
     Some(())
+}
+
+/// A map being decoded over its old self. While the entries come with the old keys in order,
+/// the first `matched` old entries take their values in place; from the first entry that does
+/// not, `spare` holds the old entries past those, whose strings the next entries take.
+struct InPlace<V> {
+    map: BTreeMap<String, V>,
+    matched: usize,
+    spare: Option<BTreeMap<String, V>>,
+}
+
+impl<V: Default + ProstMapValue> InPlace<V> {
+    fn new(map: BTreeMap<String, V>) -> Self {
+        Self {
+            map,
+            matched: 0,
+            spare: None,
+        }
+    }
+
+    /// Merges one entry: in place while the keys are the old ones in order, else as prost.
+    fn merge(&mut self, entry: &[u8]) -> Option<()> {
+        if self.spare.is_none() {
+            if let Some((key, value)) = plain_entry(entry)
+                && let Some((old_key, old_value)) = self.map.iter_mut().nth(self.matched)
+                && old_key.as_bytes() == key
+                && old_value.update(value).is_some()
+            {
+                self.matched += 1;
+                return Some(());
+            }
+            // Keep the entries matched so far; the others become spares.
+            let mut spare = std::mem::take(&mut self.map);
+            for _ in 0..self.matched {
+                let (k, v) = spare.pop_first()?;
+                self.map.insert(k, v);
+            }
+            self.spare = Some(spare);
+        }
+        let spare = self.spare.as_mut()?;
+        let (mut key, mut value) = spare.pop_first().unwrap_or_default();
+        key.clear();
+        V::reset(&mut value);
+        merge_entry(entry, &mut key, &mut value, V::merge)?;
+        self.map.insert(key, value);
+        Some(())
+    }
+
+    /// The map decoded: old entries the message did not carry are dropped.
+    fn finish(mut self) -> BTreeMap<String, V> {
+        if self.spare.is_none() {
+            while self.map.len() > self.matched {
+                self.map.pop_last();
+            }
+        }
+        self.map
+    }
+}
+
+/// How prost decodes a map value of this type.
+trait ProstMapValue: Sized {
+    /// Takes an entry's value field (`None` when the entry has none), as prost would decode
+    /// it, over the old value; `None`, with the old value as it was, when it cannot.
+    fn update(&mut self, field: Option<ValueField<'_>>) -> Option<()>;
+    fn reset(&mut self);
+    fn merge(
+        wire_type: WireType,
+        value: &mut Self,
+        buf: &mut &[u8],
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError>;
+}
+
+impl ProstMapValue for String {
+    fn update(&mut self, field: Option<ValueField<'_>>) -> Option<()> {
+        match field {
+            None => self.clear(),
+            // An equal value (the usual case) is not copied.
+            Some((WireType::LengthDelimited, bytes)) if self.as_bytes() != bytes => {
+                let text = std::str::from_utf8(bytes).ok()?;
+                self.clear();
+                self.push_str(text);
+            }
+            Some((WireType::LengthDelimited, _)) => {}
+            Some(_) => return None,
+        }
+        Some(())
+    }
+    fn reset(&mut self) {
+        self.clear();
+    }
+    fn merge(
+        w: WireType,
+        v: &mut Self,
+        b: &mut &[u8],
+        c: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        string::merge(w, v, b, c)
+    }
+}
+
+impl ProstMapValue for f64 {
+    fn update(&mut self, field: Option<ValueField<'_>>) -> Option<()> {
+        *self = match field {
+            None => 0.0,
+            Some((WireType::SixtyFourBit, bytes)) => f64::from_le_bytes(bytes.try_into().ok()?),
+            Some(_) => return None,
+        };
+        Some(())
+    }
+    fn reset(&mut self) {
+        *self = 0.0;
+    }
+    fn merge(
+        w: WireType,
+        v: &mut Self,
+        b: &mut &[u8],
+        c: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        double::merge(w, v, b, c)
+    }
+}
+
+/// A map entry's value field: its wire type and payload.
+type ValueField<'a> = (WireType, &'a [u8]);
+
+/// A map entry's key and value field, when it holds exactly a key (tag 1, length-delimited)
+/// and then a value (tag 2), either of which may be left out as prost leaves defaults out.
+/// The value comes as its wire type and payload (length-delimited) or 8 bytes (64-bit).
+fn plain_entry(mut entry: &[u8]) -> Option<(&[u8], Option<ValueField<'_>>)> {
+    let mut key: &[u8] = &[];
+    let mut value = None;
+    let mut last_tag = 0;
+    while !entry.is_empty() {
+        let (tag, wire_type) = decode_key(&mut entry).ok()?;
+        if tag <= last_tag {
+            return None;
+        }
+        last_tag = tag;
+        match (tag, wire_type) {
+            (1, _) => key = payload(wire_type, &mut entry)?,
+            (2, WireType::LengthDelimited) => {
+                value = Some((wire_type, payload(wire_type, &mut entry)?))
+            }
+            (2, WireType::SixtyFourBit) if entry.len() >= 8 => {
+                let (bytes, rest) = entry.split_at(8);
+                entry = rest;
+                value = Some((wire_type, bytes));
+            }
+            _ => return None,
+        }
+    }
+    Some((key, value))
 }
 
 /// One map entry (`key = 1`, `value = 2`) into `key` and `value`, as prost's map merge reads it.
 fn merge_entry<V>(
-    wire_type: WireType,
-    buf: &mut &[u8],
+    mut entry: &[u8],
     key: &mut String,
     value: &mut V,
     merge_value: impl Fn(WireType, &mut V, &mut &[u8], DecodeContext) -> Result<(), DecodeError>,
 ) -> Option<()> {
-    let mut entry = payload(wire_type, buf)?;
     while !entry.is_empty() {
         let (tag, wire_type) = decode_key(&mut entry).ok()?;
         let ctx = DecodeContext::default();
@@ -338,6 +482,51 @@ mod tests {
         };
         let bytes = batch.encode_to_vec();
         assert_eq!(decode_result_batch(&bytes).unwrap(), batch);
+    }
+
+    /// Every result decoded over every other (maps with the same keys, other values, fewer,
+    /// more, none, out of order, repeated, empty values) equals prost's decoding of it alone.
+    #[test]
+    fn results_decoded_over_any_other_equal_prosts() {
+        let with = |details: &[(&str, &str)], values: &[(&str, f64)]| ProbeResult {
+            details: details
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            values: values.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            ..result(1, "unused")
+        };
+        let plain = [
+            with(&[("status_code", "200")], &[("d", 0.5)]),
+            with(&[("status_code", "503")], &[("d", 0.25)]),
+            with(
+                &[("a", "1"), ("status_code", "200")],
+                &[("d", 0.5), ("e", 1.0)],
+            ),
+            with(&[("a", "2"), ("b", "200")], &[("e", 1.0)]),
+            with(&[("a", ""), ("status_code", "")], &[("d", 0.0)]),
+            with(&[], &[]),
+        ];
+        let mut inputs: Vec<Vec<u8>> = plain.iter().map(Message::encode_to_vec).collect();
+        // Concatenated messages merge: entries out of key order, and a key given twice.
+        inputs.push([plain[3].encode_to_vec(), plain[0].encode_to_vec()].concat());
+        inputs.push([plain[0].encode_to_vec(), plain[1].encode_to_vec()].concat());
+        for before in &inputs {
+            for bytes in &inputs {
+                let mut slot = ProbeResult::default();
+                merge_result(&mut slot, before).unwrap();
+                merge_result(&mut slot, bytes).unwrap();
+                assert_eq!(slot, ProbeResult::decode(bytes.as_slice()).unwrap());
+            }
+        }
+        // A value that is not UTF-8 over a key kept in place: prost's error path.
+        let mut bad = plain[0].encode_to_vec();
+        let at = bad.windows(3).position(|w| w == b"200").unwrap();
+        bad[at] = 0xff;
+        let mut slot = ProbeResult::default();
+        merge_result(&mut slot, &inputs[0]).unwrap();
+        assert!(merge_result(&mut slot, &bad).is_none());
+        assert!(ProbeResult::decode(bad.as_slice()).is_err());
     }
 
     #[test]
