@@ -203,6 +203,11 @@ pub async fn start(opts: Options, cancel: CancellationToken) -> Result<Running, 
     .with_deep_checks(Arc::clone(&deep_checks))
     .with_federation(Arc::clone(&federation));
     tracker.spawn(export_clusters(Arc::clone(&federation), cancel.clone()));
+    tracker.spawn(forget_stale_targets(
+        Arc::clone(&state),
+        Arc::clone(&metrics),
+        cancel.clone(),
+    ));
     let service = match &leader {
         Some(leader) => {
             tracker.spawn(follow_leadership(
@@ -395,6 +400,26 @@ async fn export_clusters(
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(every) => federation.export(),
+        }
+    }
+}
+
+/// Every 30 s, forgets the targets no result has come for in their check's stale period (see
+/// `State::forget_stale`) and their `vigil_check_up` series; alerts on them resolve at the
+/// next resend.
+async fn forget_stale_targets(state: Arc<State>, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let forgotten = state.forget_stale(std::time::Instant::now());
+        if !forgotten.is_empty() {
+            tracing::info!(targets = forgotten.len(), first = ?forgotten[0], "forgot targets no result came for in their stale period (their agent or node left, or the check moved)");
+        }
+        for key in &forgotten {
+            metrics.forget_target(key);
         }
     }
 }

@@ -155,13 +155,16 @@ impl Remote {
         }
         self.store.set_rules(
             s.checks.iter().filter_map(|c| {
-                let id = c.spec.as_ref()?.id.clone();
+                let spec = c.spec.as_ref()?;
                 Some((
-                    id,
+                    spec.id.clone(),
                     CheckRules {
                         failure_threshold: c.failure_threshold.max(1),
                         success_threshold: c.success_threshold.max(1),
                         node_scoped: c.node_scoped,
+                        stale_after: CheckRules::stale_after(Duration::from_millis(
+                            spec.interval_ms,
+                        )),
                     },
                 ))
             }),

@@ -132,19 +132,15 @@ impl Hub {
                     failure_threshold: s.failure_threshold,
                     success_threshold: s.success_threshold,
                     node_scoped: s.placement.node_scoped(),
+                    stale_after: CheckRules::stale_after(std::time::Duration::from_millis(
+                        d.spec.interval_ms,
+                    )),
                 },
             )
         }));
         // Deleted checks leave /metrics (and a Prometheus-driven KEDA trigger) with their state.
         for key in &dropped {
-            let (ns, name) = key.check.split_once('/').unwrap_or(("", &key.check));
-            let _ = self.metrics.check_up.remove_label_values(&[
-                name,
-                ns,
-                &key.target,
-                &key.cluster,
-                &key.node,
-            ]);
+            self.metrics.forget_target(key);
         }
         self.metrics
             .config_errors

@@ -265,6 +265,14 @@ impl Metrics {
         }
     }
 
+    /// Drops a target's `vigil_check_up` series (its check was deleted, or it went stale).
+    pub fn forget_target(&self, key: &crate::state::StateKey) {
+        let (ns, name) = key.check.split_once('/').unwrap_or(("", &key.check));
+        let _ =
+            self.check_up
+                .remove_label_values(&[name, ns, &key.target, &key.cluster, &key.node]);
+    }
+
     /// Drops the series labelled with agent `id` (an agent gone for good: its ledger was
     /// forgotten).
     pub fn forget_agent(&self, id: &str) {

@@ -4,6 +4,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -32,6 +33,19 @@ pub struct CheckRules {
     pub success_threshold: u32,
     /// Whether each node's runs form their own state.
     pub node_scoped: bool,
+    /// A target no result has come for in this long is forgotten (see [`State::forget_stale`]).
+    pub stale_after: Duration,
+}
+
+/// The least time a target is kept without results: Prometheus's staleness lookback.
+pub const STALE_AFTER_AT_LEAST: Duration = Duration::from_secs(300);
+
+impl CheckRules {
+    /// How long a check run every `interval` keeps a target without results: three missed
+    /// runs, and never less than [`STALE_AFTER_AT_LEAST`].
+    pub fn stale_after(interval: Duration) -> Duration {
+        (interval.saturating_mul(3)).max(STALE_AFTER_AT_LEAST)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -102,6 +116,9 @@ pub struct TargetState {
     /// Shared with the check's history: one record per result.
     #[serde(serialize_with = "serialize_record")]
     pub last: Arc<ResultRecord>,
+    /// When the federator last took a result for it (its own clock: agents' clocks differ).
+    #[serde(skip)]
+    pub seen: Instant,
 }
 
 fn serialize_record<S: serde::Serializer>(
@@ -174,6 +191,7 @@ pub const AGENT_OWNED_RULES: CheckRules = CheckRules {
     failure_threshold: 1,
     success_threshold: 1,
     node_scoped: true,
+    stale_after: STALE_AFTER_AT_LEAST,
 };
 
 /// How many targets of a check are in each health, in one cluster.
@@ -293,6 +311,11 @@ impl State {
     /// caused, if any. Results of unknown checks and results older than the last applied one
     /// leave the health as it is.
     pub fn apply(&self, result: &mut ProbeResult) -> Option<Transition> {
+        self.apply_seen(result, Instant::now())
+    }
+
+    /// [`apply`](Self::apply), the result taken at `seen`.
+    fn apply_seen(&self, result: &mut ProbeResult, seen: Instant) -> Option<Transition> {
         let mut checks = self.checks.lock().unwrap();
         if is_agent_owned(&result.check_id) && !checks.contains_key(&result.check_id) {
             checks.insert(
@@ -340,6 +363,7 @@ impl State {
                 }
                 let from = target.state;
                 Arc::make_mut(&mut target.last).fill_from_at(result, &start);
+                target.seen = seen;
                 target
                     .observe(ok, now, &rules)
                     .map(|to| (from, to, target.key.clone()))
@@ -364,6 +388,7 @@ impl State {
                     since_unix_nanos: now,
                     failing_since_unix_nanos: None,
                     last: Arc::new(ResultRecord::from_proto(result)),
+                    seen,
                 };
                 let change = fresh
                     .observe(ok, now, &rules)
@@ -485,6 +510,39 @@ impl State {
         ids
     }
 
+    /// Forgets the targets the federator has taken no result for in their check's
+    /// `stale_after` before `now`, and node diagnostics left without targets: nothing
+    /// checks them any more (their node left, or an AnyNode check moved to another cluster),
+    /// so their last health must not stand for ever (a Failing one would keep its check
+    /// Failing and its alert firing). Returns their keys, for their metric series to go too.
+    pub fn forget_stale(&self, now: Instant) -> Vec<StateKey> {
+        let mut checks = self.checks.lock().unwrap();
+        let mut forgotten = Vec::new();
+        checks.retain(|_, entry| {
+            let Some(rules) = &entry.rules else {
+                return true;
+            };
+            let stale = rules.stale_after;
+            let counts = &mut entry.counts;
+            entry.targets.retain(|key, t| {
+                if now.saturating_duration_since(t.seen) <= stale {
+                    return true;
+                }
+                if let Some(c) = counts.get_mut(&key.cluster) {
+                    *c.slot(t.state) -= 1;
+                }
+                forgotten.push(key.clone());
+                false
+            });
+            counts.retain(|_, c| c.total() > 0);
+            !(entry.agent_owned && entry.targets.is_empty())
+        });
+        if !forgotten.is_empty() {
+            self.changes.send_modify(|g| *g += 1);
+        }
+        forgotten
+    }
+
     /// Every target state, for metrics.
     pub fn all_targets(&self) -> Vec<TargetState> {
         let checks = self.checks.lock().unwrap();
@@ -532,6 +590,7 @@ mod tests {
             failure_threshold: fail,
             success_threshold: ok,
             node_scoped: false,
+            stale_after: STALE_AFTER_AT_LEAST,
         }
     }
 
@@ -590,6 +649,70 @@ mod tests {
         state.apply(&mut result(3, Outcome::Success));
         state.apply(&mut result(4, Outcome::Success));
         assert_eq!(state.targets("ns/c").len(), 2);
+    }
+
+    /// A target no result came for in its check's stale period goes, with its counts; one
+    /// that reported within it stays, and a result brings a forgotten target back. Results
+    /// are timed by when the federator took them, not by their (agent's) start time.
+    #[test]
+    fn targets_without_results_for_the_stale_period_are_forgotten() {
+        let t0 = Instant::now();
+        let secs = |n: u64| t0 + Duration::from_secs(n);
+        let state = State::default();
+        let node_scoped = CheckRules {
+            node_scoped: true,
+            stale_after: Duration::from_secs(60),
+            ..rules(1, 1)
+        };
+        state.set_rules([("ns/c".to_owned(), node_scoped)]);
+        let on = |seq: u64, node: &str| ProbeResult {
+            node: node.into(),
+            ..result(seq, Outcome::Failure)
+        };
+        state.apply_seen(&mut on(1, "gone"), secs(10)).unwrap();
+        state.apply_seen(&mut on(2, "here"), secs(10)).unwrap();
+        state.apply_seen(&mut on(3, "here"), secs(50));
+        // A node diagnostic of the node that left, too.
+        let mut diagnostic = ProbeResult {
+            check_id: "node/kernel".into(),
+            ..on(4, "gone")
+        };
+        state.apply_seen(&mut diagnostic, secs(10));
+        let generation = *state.subscribe().borrow();
+
+        assert!(state.forget_stale(secs(70)).is_empty(), "60 s is not past");
+        let forgotten = state.forget_stale(secs(71));
+        assert_eq!(
+            forgotten
+                .iter()
+                .map(|k| (k.check.as_str(), k.node.as_str()))
+                .collect::<Vec<_>>(),
+            [("ns/c", "gone")],
+            "the node diagnostic is kept for at least {STALE_AFTER_AT_LEAST:?}"
+        );
+        assert!(
+            *state.subscribe().borrow() > generation,
+            "readers see the change"
+        );
+        let targets = state.targets("ns/c");
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].key.node, "here");
+        let summary = |id: &str| state.summaries().into_iter().find(|c| c.id == id);
+        assert_eq!(summary("ns/c").unwrap().clusters[0].1.total(), 1);
+        assert!(state.forget_stale(secs(71)).is_empty());
+
+        let t = state.apply_seen(&mut on(5, "gone"), secs(80)).unwrap();
+        assert_eq!((t.from, t.to), (Health::Unknown, Health::Failing));
+        assert_eq!(summary("ns/c").unwrap().clusters[0].1.total(), 2);
+
+        // The diagnostic goes after its own period, and with its last target the check.
+        state.apply_seen(&mut on(6, "here"), secs(300));
+        state.apply_seen(&mut on(7, "gone"), secs(300));
+        let forgotten = state.forget_stale(secs(311));
+        assert_eq!(forgotten.len(), 1);
+        assert_eq!(forgotten[0].check, "node/kernel");
+        assert!(summary("node/kernel").is_none());
+        assert_eq!(summary("ns/c").unwrap().clusters[0].1.total(), 2);
     }
 
     #[test]

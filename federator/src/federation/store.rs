@@ -312,6 +312,8 @@ impl ClusterStore {
                 since_unix_nanos: t.since_unix_nanos,
                 failing_since_unix_nanos: t.failing_since_unix_nanos,
                 last: Arc::new(self.record(&inner, id, check, &t.last)),
+                // A view: this store does not forget stale targets (see `State::forget_stale`).
+                seen: std::time::Instant::now(),
             })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -399,6 +401,7 @@ mod tests {
             failure_threshold: fail,
             success_threshold: ok,
             node_scoped,
+            stale_after: crate::state::STALE_AFTER_AT_LEAST,
         }
     }
 
