@@ -281,7 +281,7 @@ impl<V: Default + ProstMapValue> InPlace<V> {
         let spare = self.spare.as_mut()?;
         let (mut key, mut value) = spare.pop_first().unwrap_or_default();
         key.clear();
-        V::reset(&mut value);
+        value.update(None)?; // an entry without a value field leaves the default
         merge_entry(entry, &mut key, &mut value, V::merge)?;
         self.map.insert(key, value);
         Some(())
@@ -303,7 +303,6 @@ trait ProstMapValue: Sized {
     /// Takes an entry's value field (`None` when the entry has none), as prost would decode
     /// it, over the old value; `None`, with the old value as it was, when it cannot.
     fn update(&mut self, field: Option<ValueField<'_>>) -> Option<()>;
-    fn reset(&mut self);
     fn merge(
         wire_type: WireType,
         value: &mut Self,
@@ -327,9 +326,6 @@ impl ProstMapValue for String {
         }
         Some(())
     }
-    fn reset(&mut self) {
-        self.clear();
-    }
     fn merge(
         w: WireType,
         v: &mut Self,
@@ -348,9 +344,6 @@ impl ProstMapValue for f64 {
             Some(_) => return None,
         };
         Some(())
-    }
-    fn reset(&mut self) {
-        *self = 0.0;
     }
     fn merge(
         w: WireType,

@@ -9,7 +9,8 @@
 //!   (c) send-to-ack latency at a steady 10,000 results/s;
 //!   and the federator's peak RSS throughout.
 //!
-//! `cargo build --release --workspace && target/release/pipeline-bench [SECONDS] [SOAK_MINUTES]`
+//! `cargo build --release --workspace && target/release/pipeline-bench [SECONDS] [SOAK_MINUTES]
+//! [SOAK_RATE]` (the soak runs at 50,000 results/s unless told)
 //! (or `cargo build --release -p vigil-federator --bin vigil-federator -p vigil-e2e --bin
 //! pipeline-bench`). `VIGIL_KAFKA_OPTIONS=key=value,...` changes the producer settings of both
 //! sides alike.
@@ -43,6 +44,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let soak_minutes: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let soak_rate: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(50_000.0);
     let duration = Duration::from_secs(seconds);
     let dir = tempfile::tempdir().expect("tempdir");
     let tansu = Tansu::start(dir.path());
@@ -100,7 +102,7 @@ async fn main() {
         for minute in 0..soak_minutes {
             let r = loadgen::run(load(
                 &fed_url(&fed),
-                Some(50_000.0),
+                Some(soak_rate),
                 Duration::from_secs(60),
                 &format!("soak{minute}"),
             ))
