@@ -244,8 +244,9 @@ impl FederatorService {
                 }),
             ));
         }
+        let seen = std::time::Instant::now();
         for r in &mut results {
-            if let Some(t) = self.state.apply(r) {
+            if let Some(t) = self.state.apply_at(r, seen) {
                 let (ns, name) = t.key.check.split_once('/').unwrap_or(("", &t.key.check));
                 let labels = [
                     name,

@@ -311,11 +311,12 @@ impl State {
     /// caused, if any. Results of unknown checks and results older than the last applied one
     /// leave the health as it is.
     pub fn apply(&self, result: &mut ProbeResult) -> Option<Transition> {
-        self.apply_seen(result, Instant::now())
+        self.apply_at(result, Instant::now())
     }
 
-    /// [`apply`](Self::apply), the result taken at `seen`.
-    fn apply_seen(&self, result: &mut ProbeResult, seen: Instant) -> Option<Transition> {
+    /// [`apply`](Self::apply), the result taken at `seen` (a batch's results read the clock
+    /// once).
+    pub fn apply_at(&self, result: &mut ProbeResult, seen: Instant) -> Option<Transition> {
         let mut checks = self.checks.lock().unwrap();
         if is_agent_owned(&result.check_id) && !checks.contains_key(&result.check_id) {
             checks.insert(
@@ -669,15 +670,15 @@ mod tests {
             node: node.into(),
             ..result(seq, Outcome::Failure)
         };
-        state.apply_seen(&mut on(1, "gone"), secs(10)).unwrap();
-        state.apply_seen(&mut on(2, "here"), secs(10)).unwrap();
-        state.apply_seen(&mut on(3, "here"), secs(50));
+        state.apply_at(&mut on(1, "gone"), secs(10)).unwrap();
+        state.apply_at(&mut on(2, "here"), secs(10)).unwrap();
+        state.apply_at(&mut on(3, "here"), secs(50));
         // A node diagnostic of the node that left, too.
         let mut diagnostic = ProbeResult {
             check_id: "node/kernel".into(),
             ..on(4, "gone")
         };
-        state.apply_seen(&mut diagnostic, secs(10));
+        state.apply_at(&mut diagnostic, secs(10));
         let generation = *state.subscribe().borrow();
 
         assert!(state.forget_stale(secs(70)).is_empty(), "60 s is not past");
@@ -701,13 +702,13 @@ mod tests {
         assert_eq!(summary("ns/c").unwrap().clusters[0].1.total(), 1);
         assert!(state.forget_stale(secs(71)).is_empty());
 
-        let t = state.apply_seen(&mut on(5, "gone"), secs(80)).unwrap();
+        let t = state.apply_at(&mut on(5, "gone"), secs(80)).unwrap();
         assert_eq!((t.from, t.to), (Health::Unknown, Health::Failing));
         assert_eq!(summary("ns/c").unwrap().clusters[0].1.total(), 2);
 
         // The diagnostic goes after its own period, and with its last target the check.
-        state.apply_seen(&mut on(6, "here"), secs(300));
-        state.apply_seen(&mut on(7, "gone"), secs(300));
+        state.apply_at(&mut on(6, "here"), secs(300));
+        state.apply_at(&mut on(7, "gone"), secs(300));
         let forgotten = state.forget_stale(secs(311));
         assert_eq!(forgotten.len(), 1);
         assert_eq!(forgotten[0].check, "node/kernel");
