@@ -241,6 +241,10 @@ fn merge_result(r: &mut ProbeResult, mut buf: &[u8]) -> Option<()> {
     Some(())
 }
 
+/// Entries a map takes in place at most: finding the next old entry walks the map from its
+/// start, so a long map (no probe reports one) is rebuilt rather than walked quadratically.
+const IN_PLACE_ENTRIES: usize = 32;
+
 /// A map being decoded over its old self. While the entries come with the old keys in order,
 /// the first `matched` old entries take their values in place; from the first entry that does
 /// not, `spare` holds the old entries past those, whose strings the next entries take.
@@ -262,7 +266,8 @@ impl<V: Default + ProstMapValue> InPlace<V> {
     /// Merges one entry: in place while the keys are the old ones in order, else as prost.
     fn merge(&mut self, entry: &[u8]) -> Option<()> {
         if self.spare.is_none() {
-            if let Some((key, value)) = plain_entry(entry)
+            if self.matched < IN_PLACE_ENTRIES
+                && let Some((key, value)) = plain_entry(entry)
                 && let Some((old_key, old_value)) = self.map.iter_mut().nth(self.matched)
                 && old_key.as_bytes() == key
                 && old_value.update(value).is_some()
@@ -282,7 +287,7 @@ impl<V: Default + ProstMapValue> InPlace<V> {
         let (mut key, mut value) = spare.pop_first().unwrap_or_default();
         key.clear();
         value.update(None)?; // an entry without a value field leaves the default
-        merge_entry(entry, &mut key, &mut value, V::merge)?;
+        merge_entry(entry, &mut key, &mut value)?;
         self.map.insert(key, value);
         Some(())
     }
@@ -388,18 +393,13 @@ fn plain_entry(mut entry: &[u8]) -> Option<(&[u8], Option<ValueField<'_>>)> {
 }
 
 /// One map entry (`key = 1`, `value = 2`) into `key` and `value`, as prost's map merge reads it.
-fn merge_entry<V>(
-    mut entry: &[u8],
-    key: &mut String,
-    value: &mut V,
-    merge_value: impl Fn(WireType, &mut V, &mut &[u8], DecodeContext) -> Result<(), DecodeError>,
-) -> Option<()> {
+fn merge_entry<V: ProstMapValue>(mut entry: &[u8], key: &mut String, value: &mut V) -> Option<()> {
     while !entry.is_empty() {
         let (tag, wire_type) = decode_key(&mut entry).ok()?;
         let ctx = DecodeContext::default();
         match tag {
             1 => string::merge(wire_type, key, &mut entry, ctx),
-            2 => merge_value(wire_type, value, &mut entry, ctx),
+            2 => V::merge(wire_type, value, &mut entry, ctx),
             _ => skip_field(wire_type, tag, &mut entry, ctx),
         }
         .ok()?;
@@ -501,6 +501,13 @@ mod tests {
             with(&[], &[]),
         ];
         let mut inputs: Vec<Vec<u8>> = plain.iter().map(Message::encode_to_vec).collect();
+        // Longer than the in-place limit: rebuilt past it, still as prost decodes it.
+        let long: Vec<(String, String)> = (0..IN_PLACE_ENTRIES + 8)
+            .map(|i| (format!("k{i:03}"), i.to_string()))
+            .collect();
+        let long: Vec<(&str, &str)> = long.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        inputs.push(with(&long, &[]).encode_to_vec());
+        inputs.push(with(&long[..IN_PLACE_ENTRIES + 2], &[]).encode_to_vec());
         // Concatenated messages merge: entries out of key order, and a key given twice.
         inputs.push([plain[3].encode_to_vec(), plain[0].encode_to_vec()].concat());
         inputs.push([plain[0].encode_to_vec(), plain[1].encode_to_vec()].concat());
