@@ -62,11 +62,20 @@ impl Proxy {
     }
 }
 
+/// A loopback port for the agent's HTTP server, from below the kernel's ephemeral range so that
+/// no outgoing connection can take it between this pick and the agent's bind (the same picker
+/// as `vigil_e2e::free_addr`, which this crate cannot depend on).
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 1_000, "no free loopback port left");
+        let port = 21_000 + (std::process::id() % 8_000) as u16 + n;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 fn agent_config(

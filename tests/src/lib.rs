@@ -102,10 +102,31 @@ pub fn start_alertmanager(dir: &Path) -> (SocketAddr, Proc) {
     (addr, proc)
 }
 
-/// A loopback address with a port nobody listens on right now.
+/// A loopback address with a port nobody listens on right now, for a server started next.
+///
+/// The port comes from below the kernel's ephemeral range (`ip_local_port_range`, 32768–60999
+/// by default), not from a `:0` bind: an ephemeral port, once freed, can be handed to any
+/// outgoing connection another test opens before the server binds it (CI saw "Address already
+/// in use" that way). Ports below the range are taken only by explicit binds, and a
+/// process-wide counter, started at an offset of the process id, keeps picks apart.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let low = ephemeral_low.saturating_sub(12_000).max(1_024);
+    let span = ephemeral_low - low;
+    let start = std::process::id().wrapping_mul(97) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free loopback port left below {ephemeral_low}");
+        let port = (low + (start + n) % span) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("local addr");
+        }
+    }
 }
 
 /// A loopback address that refuses connections for the rest of this test process: a socket is
