@@ -87,6 +87,7 @@ async fn main() {
         full / bare
     );
 
+    let before = delivery_histogram(fed.http).await;
     let steady = loadgen::run(load(&fed_url(&fed), Some(10_000.0), duration, "steady")).await;
     assert!(steady.errors.is_empty(), "load errors: {:?}", steady.errors);
     println!(
@@ -96,10 +97,15 @@ async fn main() {
         steady.latency_quantile(0.99),
         steady.latency_quantile(1.0)
     );
+    println!(
+        "    {}",
+        slow_deliveries(&before, &delivery_histogram(fed.http).await)
+    );
     if soak_minutes > 0 {
         let mut samples = Vec::new();
         rss.minute_peak_mib(); // the soak's minutes only
         for minute in 0..soak_minutes {
+            let before = delivery_histogram(fed.http).await;
             let r = loadgen::run(load(
                 &fed_url(&fed),
                 Some(soak_rate),
@@ -120,6 +126,10 @@ async fn main() {
                 r.latency_quantile(1.0),
                 rss.minute_peak_mib(),
                 rss_kib(tansu_pid) as f64 / 1024.0
+            );
+            println!(
+                "        {}",
+                slow_deliveries(&before, &delivery_histogram(fed.http).await)
             );
         }
     }
@@ -196,6 +206,7 @@ fn load(federator: &str, rate: Option<f64>, duration: Duration, prefix: &str) ->
 struct Fed {
     child: Proc,
     grpc: std::net::SocketAddr,
+    http: std::net::SocketAddr,
 }
 
 impl std::ops::Deref for Fed {
@@ -247,7 +258,7 @@ async fn start_federator(dir: &std::path::Path, brokers: &str) -> Fed {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Fed { child, grpc }
+    Fed { child, grpc, http }
 }
 
 async fn create_topics(brokers: &str, topics: &[&str]) {
@@ -344,6 +355,34 @@ async fn bare_producer(brokers: &str, duration: Duration) -> (f64, u64) {
     let elapsed = started.elapsed();
     while pending.next().await.is_some() {}
     (delivered as f64 / elapsed.as_secs_f64(), seq)
+}
+
+/// The federator's `vigil_kafka_delivery_seconds` buckets (upper bound, cumulative count).
+async fn delivery_histogram(http: std::net::SocketAddr) -> Vec<(String, u64)> {
+    let text = match reqwest::get(format!("http://{http}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("vigil_kafka_delivery_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// How many of the records Kafka confirmed between two readings took over 100 ms from their
+/// group commit to the broker's confirmation: slow acks with slow deliveries are the broker's.
+fn slow_deliveries(before: &[(String, u64)], after: &[(String, u64)]) -> String {
+    let count =
+        |v: &[(String, u64)], le: &str| v.iter().find(|(l, _)| l == le).map_or(0, |(_, c)| *c);
+    let total = count(after, "+Inf").saturating_sub(count(before, "+Inf"));
+    let within = count(after, "0.1").saturating_sub(count(before, "0.1"));
+    format!(
+        "the federator's Kafka deliveries (group commit to broker confirmation) over 100 ms: {} of {total} records",
+        total - within
+    )
 }
 
 /// A JSON value of the size and shape the federator writes for a load-generator result.
