@@ -7,7 +7,8 @@
 //!   (a) and (b) alternate for three rounds (the federator idles through (a)), and their ratio
 //!   is given per round and as the median, since this shared 2-core machine has slow spells;
 //!   (c) send-to-ack latency at a steady 10,000 results/s;
-//!   and the federator's peak RSS throughout.
+//!   then, if asked, a soak: the same 100 agents at a steady rate for some minutes, with the
+//!   federator's RSS each minute; and the federator's peak RSS throughout.
 //!
 //! `cargo build --release --workspace && target/release/pipeline-bench [SECONDS] [SOAK_MINUTES]
 //! [SOAK_RATE]` (the soak runs at 50,000 results/s unless told)
@@ -102,40 +103,68 @@ async fn main() {
         slow_deliveries(&before, &delivery_histogram(fed.http).await)
     );
     if soak_minutes > 0 {
-        let mut samples = Vec::new();
-        rss.minute_peak_mib(); // the soak's minutes only
-        for minute in 0..soak_minutes {
-            let before = delivery_histogram(fed.http).await;
-            let r = loadgen::run(load(
-                &fed_url(&fed),
-                Some(soak_rate),
-                Duration::from_secs(60),
-                &format!("soak{minute}"),
-            ))
-            .await;
-            let now = rss.current_mib();
-            samples.push(now);
-            // The minute's own peak and slowest acks, and the broker's size: a pause of the
-            // broker shows as slow acks, and the federator then holds what agents have sent
-            // (up to their windows) until it passes.
-            println!(
-                "    soak minute {}: {:.0} results/s acknowledged (ack p99 {:?}, max {:?}), federator RSS {now:.0} MiB (peak in the minute {:.0} MiB), broker RSS {:.0} MiB",
-                minute + 1,
-                r.acked_per_second(),
-                r.latency_quantile(0.99),
-                r.latency_quantile(1.0),
-                rss.minute_peak_mib(),
-                rss_kib(tansu_pid) as f64 / 1024.0
-            );
-            println!(
-                "        {}",
-                slow_deliveries(&before, &delivery_histogram(fed.http).await)
-            );
-        }
+        soak(&fed, &rss, tansu_pid, soak_minutes, soak_rate).await;
     }
     println!("    federator peak RSS: {:.0} MiB", rss.peak_mib());
     drop(fed);
     drop(tansu);
+}
+
+/// The soak: the same 100 agents stream at `rate` for `minutes`, as a cluster's agents stay
+/// connected; each minute prints what the federator acknowledged, its RSS (now and the
+/// minute's peak), the broker's, and how many Kafka deliveries were slow.
+async fn soak(fed: &Fed, rss: &RssSampler, broker_pid: u32, minutes: u64, rate: f64) {
+    let load = tokio::spawn(loadgen::run(load(
+        &fed_url(fed),
+        Some(rate),
+        Duration::from_secs(minutes * 60),
+        "soak",
+    )));
+    rss.minute_peak_mib(); // the soak's minutes only
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    let mut acked = acked_total(fed.http).await;
+    let mut deliveries = delivery_histogram(fed.http).await;
+    for minute in 1..=minutes {
+        tick.tick().await;
+        let (acked_now, deliveries_now) = (
+            acked_total(fed.http).await,
+            delivery_histogram(fed.http).await,
+        );
+        // The minute's own peak and the broker's size: a pause of the broker shows as slow
+        // deliveries, and the federator then holds what agents have sent (up to their
+        // windows) until it passes.
+        println!(
+            "    soak minute {minute}: {:.0} results/s acknowledged, federator RSS {:.0} MiB (peak in the minute {:.0} MiB), broker RSS {:.0} MiB",
+            (acked_now - acked) as f64 / 60.0,
+            rss.current_mib(),
+            rss.minute_peak_mib(),
+            rss_kib(broker_pid) as f64 / 1024.0
+        );
+        println!("        {}", slow_deliveries(&deliveries, &deliveries_now));
+        (acked, deliveries) = (acked_now, deliveries_now);
+    }
+    let r = load.await.expect("the soak's load generator");
+    assert!(r.errors.is_empty(), "load errors: {:?}", r.errors);
+    println!(
+        "    soak: {:.0} results/s acknowledged over {minutes} minutes; send-to-ack p50 {:?}, p99 {:?}, max {:?}",
+        r.acked_per_second(),
+        r.latency_quantile(0.5),
+        r.latency_quantile(0.99),
+        r.latency_quantile(1.0)
+    );
+}
+
+/// The results the federator has acknowledged to agents, over all agents.
+async fn acked_total(http: std::net::SocketAddr) -> u64 {
+    let text = match reqwest::get(format!("http://{http}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter(|l| l.starts_with("vigil_results_acked_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Phase (a): the bare producer's records/s, printed with the CPU it took.
