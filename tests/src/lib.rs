@@ -112,16 +112,20 @@ pub fn start_alertmanager(dir: &Path) -> (SocketAddr, Proc) {
 pub fn free_addr() -> SocketAddr {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let low = ephemeral_low.saturating_sub(12_000).max(1_024);
-    let span = ephemeral_low - low;
-    let start = std::process::id().wrapping_mul(97) % span;
+    // (first port, how many, where this process starts), read once.
+    static RANGE: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+    let (low, span, start) = *RANGE.get_or_init(|| {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32_768);
+        let low = ephemeral_low.saturating_sub(12_000).max(1_024);
+        let span = ephemeral_low - low;
+        (low, span, std::process::id().wrapping_mul(97) % span)
+    });
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n < span, "no free loopback port left below {ephemeral_low}");
+        assert!(n < span, "no free loopback port left below {}", low + span);
         let port = (low + (start + n) % span) as u16;
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
             return l.local_addr().expect("local addr");

@@ -88,7 +88,7 @@ async fn main() {
         full / bare
     );
 
-    let before = delivery_histogram(fed.http).await;
+    let before = delivery_histogram(&metrics_text(fed.http).await);
     let steady = loadgen::run(load(&fed_url(&fed), Some(10_000.0), duration, "steady")).await;
     assert!(steady.errors.is_empty(), "load errors: {:?}", steady.errors);
     println!(
@@ -100,7 +100,7 @@ async fn main() {
     );
     println!(
         "    {}",
-        slow_deliveries(&before, &delivery_histogram(fed.http).await)
+        slow_deliveries(&before, &delivery_histogram(&metrics_text(fed.http).await))
     );
     if soak_minutes > 0 {
         soak(&fed, &rss, tansu_pid, soak_minutes, soak_rate).await;
@@ -123,14 +123,12 @@ async fn soak(fed: &Fed, rss: &RssSampler, broker_pid: u32, minutes: u64, rate: 
     rss.minute_peak_mib(); // the soak's minutes only
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
-    let mut acked = acked_total(fed.http).await;
-    let mut deliveries = delivery_histogram(fed.http).await;
+    let text = metrics_text(fed.http).await;
+    let (mut acked, mut deliveries) = (acked_total(&text), delivery_histogram(&text));
     for minute in 1..=minutes {
         tick.tick().await;
-        let (acked_now, deliveries_now) = (
-            acked_total(fed.http).await,
-            delivery_histogram(fed.http).await,
-        );
+        let text = metrics_text(fed.http).await;
+        let (acked_now, deliveries_now) = (acked_total(&text), delivery_histogram(&text));
         // The minute's own peak and the broker's size: a pause of the broker shows as slow
         // deliveries, and the federator then holds what agents have sent (up to their
         // windows) until it passes.
@@ -155,13 +153,18 @@ async fn soak(fed: &Fed, rss: &RssSampler, broker_pid: u32, minutes: u64, rate: 
     );
 }
 
-/// The results the federator has acknowledged to agents, over all agents.
-async fn acked_total(http: std::net::SocketAddr) -> u64 {
-    let text = match reqwest::get(format!("http://{http}/metrics")).await {
+/// The federator's `/metrics` text (empty if it cannot be read).
+async fn metrics_text(http: std::net::SocketAddr) -> String {
+    match reqwest::get(format!("http://{http}/metrics")).await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
-    };
-    text.lines()
+    }
+}
+
+/// The results the federator has acknowledged to agents, over all agents.
+fn acked_total(metrics: &str) -> u64 {
+    metrics
+        .lines()
         .filter(|l| l.starts_with("vigil_results_acked_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
@@ -387,12 +390,9 @@ async fn bare_producer(brokers: &str, duration: Duration) -> (f64, u64) {
 }
 
 /// The federator's `vigil_kafka_delivery_seconds` buckets (upper bound, cumulative count).
-async fn delivery_histogram(http: std::net::SocketAddr) -> Vec<(String, u64)> {
-    let text = match reqwest::get(format!("http://{http}/metrics")).await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    text.lines()
+fn delivery_histogram(metrics: &str) -> Vec<(String, u64)> {
+    metrics
+        .lines()
         .filter_map(|l| l.strip_prefix("vigil_kafka_delivery_seconds_bucket{le=\""))
         .filter_map(|rest| {
             let (le, count) = rest.split_once("\"} ")?;
